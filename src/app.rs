@@ -1,0 +1,216 @@
+//! Wiring: configuration, storage, clients, the Discord client and the health server, and an
+//! orderly shutdown on SIGTERM or Ctrl-C.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use poise::serenity_prelude as serenity;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigErrors, Secrets};
+use crate::crypto::KeyCipher;
+use crate::discord::{self, Data, GuildAccess};
+use crate::linking::LinkService;
+use crate::state::BotState;
+use crate::storage::{Db, MIGRATOR};
+use crate::trackly::TracklyClient;
+use crate::{health, telemetry};
+
+/// Runs the bot until it is told to stop.
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let (config, secrets) = load_all(config_path)?;
+    telemetry::init(vec![secrets.discord_token.to_string()]);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config_path.display(), "trackly-bot starting");
+
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    let config = Arc::new(config);
+    let db = open_db(&config).await?;
+    let trackly = TracklyClient::new(&config.trackly).context("cannot build the Trackly HTTP client")?;
+    let cipher = Arc::new(KeyCipher::new(&secrets.encryption_key, secrets.encryption_key_id.clone()));
+    let links = LinkService::new(db.clone(), trackly, cipher, config.linking.clone());
+    let state = Arc::new(BotState::new(db.clone()));
+    let http = build_http(&config, &secrets)?;
+
+    let framework = {
+        let config = Arc::clone(&config);
+        let state = Arc::clone(&state);
+        discord::framework(Arc::clone(&config), move |ctx, ready| {
+            state.set_gateway_connected(true);
+            Data {
+                guild: GuildAccess::new(Arc::clone(&ctx.http), ready.user.id.get(), config.guild.clone()),
+                config,
+                links,
+                state,
+            }
+        })
+    };
+    // GUILDS is the only intent needed: commands arrive as interactions.
+    let intents = serenity::GatewayIntents::GUILDS;
+    let mut client = serenity::ClientBuilder::new_with_http(http, intents)
+        .framework(framework)
+        .await
+        .context("cannot build the Discord client")?;
+    state.set_shard_manager(Arc::clone(&client.shard_manager));
+
+    let shutdown = CancellationToken::new();
+    let health_task = config.health_listen_addr().map(|addr| {
+        let (state, shutdown) = (Arc::clone(&state), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(error) = health::serve(addr, state, metrics, shutdown).await {
+                tracing::error!(%addr, %error, "health server failed; the bot keeps running without it");
+            }
+        })
+    });
+    let signal_task = {
+        let (manager, shutdown) = (Arc::clone(&client.shard_manager), shutdown.clone());
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested; disconnecting from Discord");
+            shutdown.cancel();
+            manager.shutdown_all().await;
+        })
+    };
+
+    let result = client.start().await;
+    shutdown.cancel();
+    signal_task.abort();
+    if let Some(task) = health_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    db.close().await;
+    match result {
+        Ok(()) => {
+            tracing::info!("trackly-bot stopped");
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(%error, "Discord client stopped with an error");
+            Err(anyhow::Error::new(error).context("the Discord client failed"))
+        }
+    }
+}
+
+/// Applies pending migrations and prints what was applied.
+pub async fn migrate(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    telemetry::init(Vec::new());
+    let db = open_db(&config).await?;
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+        .fetch_one(db.pool())
+        .await?;
+    println!(
+        "database {} is at migration {} of {}",
+        config.database.path.display(),
+        applied,
+        MIGRATOR.iter().count()
+    );
+    db.close().await;
+    Ok(())
+}
+
+/// Reports every configuration and secret problem at once; fails when there is any.
+pub fn check_config(config_path: &Path) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    let config = match Config::load(config_path) {
+        Ok(config) => Some(config),
+        Err(ConfigErrors(found)) => {
+            problems.extend(found);
+            None
+        }
+    };
+    if let Err(ConfigErrors(found)) = Secrets::from_env() {
+        problems.extend(found);
+    }
+    if !problems.is_empty() {
+        return Err(ConfigErrors(problems).into());
+    }
+    let config = config.expect("config is present when there are no problems");
+    println!("configuration OK ({})", config_path.display());
+    println!("  database:        {}", config.database.path.display());
+    println!("  trackly:         {}", config.trackly.base_url);
+    let rest = if config.discord.rest_base_url.is_empty() {
+        "https://discord.com"
+    } else {
+        config.discord.rest_base_url.as_str()
+    };
+    println!("  discord REST:    {rest}");
+    println!("  command scope:   {:?}", config.discord.command_scope);
+    println!("  guild:           {:?}", config.guild.id);
+    println!("  health server:   {}", if config.http.listen.is_empty() { "disabled" } else { config.http.listen.as_str() });
+    Ok(())
+}
+
+fn load_all(config_path: &Path) -> anyhow::Result<(Config, Secrets)> {
+    let config = Config::load(config_path);
+    let secrets = Secrets::from_env();
+    match (config, secrets) {
+        (Ok(config), Ok(secrets)) => Ok((config, secrets)),
+        (config, secrets) => {
+            let mut problems = Vec::new();
+            if let Err(ConfigErrors(found)) = config {
+                problems.extend(found);
+            }
+            if let Err(ConfigErrors(found)) = secrets {
+                problems.extend(found);
+            }
+            Err(ConfigErrors(problems).into())
+        }
+    }
+}
+
+async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    let db = Db::open(
+        &config.database.path,
+        Duration::from_millis(config.database.busy_timeout_ms),
+        config.database.max_connections,
+    )
+    .await?;
+    tracing::info!(path = %config.database.path.display(), "database open and migrated");
+    Ok(db)
+}
+
+/// Builds the REST client. With `discord.rest_base_url` set, requests go to that base instead of
+/// discord.com; serenity honours the base only with its own rate limiter off, so the proxy in
+/// front of Discord is expected to do the rate limiting.
+fn build_http(config: &Config, secrets: &Secrets) -> anyhow::Result<serenity::Http> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_millis(config.discord.request_timeout_ms))
+        .build()
+        .context("cannot build the Discord HTTP client")?;
+    let mut builder = serenity::HttpBuilder::new(secrets.discord_token.as_str()).client(client);
+    if !config.discord.rest_base_url.is_empty() {
+        builder = builder
+            .proxy(config.discord.rest_base_url.trim_end_matches('/'))
+            .ratelimiter_disabled(true);
+    }
+    Ok(builder.build())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the bot");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("received Ctrl-C"),
+            _ = terminate.recv() => tracing::info!("received SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
