@@ -30,8 +30,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .context("cannot install the metrics recorder")?;
     let config = Arc::new(config);
     let db = open_db(&config).await?;
-    let trackly = TracklyClient::new(&config.trackly).context("cannot build the Trackly HTTP client")?;
-    let cipher = Arc::new(KeyCipher::new(&secrets.encryption_key, secrets.encryption_key_id.clone()));
+    let trackly =
+        TracklyClient::new(&config.trackly).context("cannot build the Trackly HTTP client")?;
+    let cipher = Arc::new(KeyCipher::new(
+        &secrets.encryption_key,
+        secrets.encryption_key_id.clone(),
+    ));
     let links = LinkService::new(db.clone(), trackly, cipher, config.linking.clone());
     let state = Arc::new(BotState::new(db.clone()));
     let http = build_http(&config, &secrets)?;
@@ -42,7 +46,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         discord::framework(Arc::clone(&config), move |ctx, ready| {
             state.set_gateway_connected(true);
             Data {
-                guild: GuildAccess::new(Arc::clone(&ctx.http), ready.user.id.get(), config.guild.clone()),
+                guild: GuildAccess::new(
+                    Arc::clone(&ctx.http),
+                    ready.user.id.get(),
+                    config.guild.clone(),
+                ),
                 config,
                 links,
                 state,
@@ -100,9 +108,10 @@ pub async fn migrate(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     telemetry::init(Vec::new());
     let db = open_db(&config).await?;
-    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
-        .fetch_one(db.pool())
-        .await?;
+    let applied: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+            .fetch_one(db.pool())
+            .await?;
     println!(
         "database {} is at migration {} of {}",
         config.database.path.display(),
@@ -141,7 +150,14 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<()> {
     println!("  discord REST:    {rest}");
     println!("  command scope:   {:?}", config.discord.command_scope);
     println!("  guild:           {:?}", config.guild.id);
-    println!("  health server:   {}", if config.http.listen.is_empty() { "disabled" } else { config.http.listen.as_str() });
+    println!(
+        "  health server:   {}",
+        if config.http.listen.is_empty() {
+            "disabled"
+        } else {
+            config.http.listen.as_str()
+        }
+    );
     Ok(())
 }
 
@@ -196,14 +212,15 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the bot");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the bot");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => tracing::info!("received Ctrl-C"),
             _ = terminate.recv() => tracing::info!("received SIGTERM"),

@@ -8,7 +8,13 @@ use clap::{Parser, Subcommand};
 #[command(name = "trackly-bot", version, about = "Discord bot of Trackly SMS")]
 pub struct Cli {
     /// Configuration file; a missing file means defaults plus TRACKLY_BOT_* environment overrides.
-    #[arg(long, short, global = true, env = "TRACKLY_BOT_CONFIG", default_value = "config.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "TRACKLY_BOT_CONFIG",
+        default_value = "config.toml"
+    )]
     pub config: PathBuf,
 
     #[command(subcommand)]

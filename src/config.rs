@@ -271,7 +271,10 @@ impl Config {
 
         let trackly = &self.trackly;
         if trackly.connect_timeout_ms == 0 || trackly.request_timeout_ms == 0 {
-            problem("trackly.connect_timeout_ms and trackly.request_timeout_ms must be above 0".to_owned());
+            problem(
+                "trackly.connect_timeout_ms and trackly.request_timeout_ms must be above 0"
+                    .to_owned(),
+            );
         }
         if trackly.retry_budget_ms < trackly.request_timeout_ms {
             problem(format!(
@@ -312,9 +315,8 @@ impl Config {
 /// Rejects a config file that carries a secret, because secrets are read only from the
 /// environment and a file is easy to commit by mistake.
 fn reject_secrets_in_file(path: &Path) -> Result<(), ConfigProblem> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        ConfigProblem(format!("cannot read {}: {error}", path.display()))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| ConfigProblem(format!("cannot read {}: {error}", path.display())))?;
     let lowered = text.to_ascii_lowercase();
     for line in lowered.lines() {
         let key = line.split('=').next().unwrap_or("").trim();
@@ -431,11 +433,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        move |name| {
-            vars.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        }
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 
     #[test]
@@ -448,9 +446,11 @@ mod tests {
 
     #[test]
     fn secrets_short_key_rejected() {
-        let errors =
-            Secrets::from_lookup(lookup(&[(TOKEN_VAR, "t"), (ENCRYPTION_KEY_VAR, "c2hvcnQ=")]))
-                .unwrap_err();
+        let errors = Secrets::from_lookup(lookup(&[
+            (TOKEN_VAR, "t"),
+            (ENCRYPTION_KEY_VAR, "c2hvcnQ="),
+        ]))
+        .unwrap_err();
         assert_eq!(errors.0.len(), 1);
         assert!(errors.0[0].0.contains("5 bytes"), "{errors}");
     }
@@ -491,14 +491,20 @@ mod tests {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, "[discord]\ntoken = \"abc\"\n").unwrap();
         let errors = Config::load(&path).unwrap_err();
-        assert!(errors.to_string().contains("secrets are read only from the environment"));
+        assert!(errors
+            .to_string()
+            .contains("secrets are read only from the environment"));
     }
 
     #[test]
     fn load_reads_file_and_unknown_field_fails() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
-        std::fs::write(&path, "[guild]\nid = 42\n[linking]\nmax_failed_attempts = 2\n").unwrap();
+        std::fs::write(
+            &path,
+            "[guild]\nid = 42\n[linking]\nmax_failed_attempts = 2\n",
+        )
+        .unwrap();
         let config = Config::load(&path).unwrap();
         assert_eq!(config.guild.id, Some(42));
         assert_eq!(config.linking.max_failed_attempts, 2);

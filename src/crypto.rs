@@ -68,7 +68,11 @@ impl KeyCipher {
     }
 
     /// Opens a value sealed by [`KeyCipher::seal`] for the same user.
-    pub fn open(&self, sealed: &SealedKey, owner_id: u64) -> Result<Zeroizing<String>, CryptoError> {
+    pub fn open(
+        &self,
+        sealed: &SealedKey,
+        owner_id: u64,
+    ) -> Result<Zeroizing<String>, CryptoError> {
         if sealed.key_id != self.key_id {
             return Err(CryptoError::UnknownKeyId(sealed.key_id.clone()));
         }
@@ -143,7 +147,10 @@ mod tests {
     fn open_rejects_other_user() {
         let cipher = cipher();
         let sealed = cipher.seal(KEY, 42);
-        assert_eq!(cipher.open(&sealed, 43).unwrap_err(), CryptoError::Authentication);
+        assert_eq!(
+            cipher.open(&sealed, 43).unwrap_err(),
+            CryptoError::Authentication
+        );
     }
 
     #[test]
@@ -152,9 +159,15 @@ mod tests {
         let mut sealed = cipher.seal(KEY, 42);
         let last = sealed.bytes.len() - 1;
         sealed.bytes[last] ^= 1;
-        assert_eq!(cipher.open(&sealed, 42).unwrap_err(), CryptoError::Authentication);
+        assert_eq!(
+            cipher.open(&sealed, 42).unwrap_err(),
+            CryptoError::Authentication
+        );
         sealed.bytes.truncate(10);
-        assert_eq!(cipher.open(&sealed, 42).unwrap_err(), CryptoError::Authentication);
+        assert_eq!(
+            cipher.open(&sealed, 42).unwrap_err(),
+            CryptoError::Authentication
+        );
     }
 
     #[test]

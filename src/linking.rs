@@ -76,7 +76,12 @@ pub struct LinkService {
 }
 
 impl LinkService {
-    pub fn new(db: Db, trackly: TracklyClient, cipher: Arc<KeyCipher>, limits: LinkingConfig) -> Self {
+    pub fn new(
+        db: Db,
+        trackly: TracklyClient,
+        cipher: Arc<KeyCipher>,
+        limits: LinkingConfig,
+    ) -> Self {
         Self {
             db,
             trackly,
@@ -98,7 +103,12 @@ impl LinkService {
     /// The attempt slot is taken first, so that a user over the limit gets no API call at all.
     /// A malformed key and a 401 count as failures; an unreachable Trackly does not, because
     /// the user could not have guessed anything from it.
-    pub async fn link(&self, user_id: u64, raw_key: &str, now: DateTime<Utc>) -> Result<Linked, LinkError> {
+    pub async fn link(
+        &self,
+        user_id: u64,
+        raw_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Linked, LinkError> {
         let window = chrono::Duration::seconds(self.limits.failed_attempt_window_secs as i64);
         let slot = self
             .db
@@ -133,7 +143,11 @@ impl LinkService {
         now: DateTime<Utc>,
     ) -> Result<Linked, LinkError> {
         let key = ApiKey::parse(raw_key).map_err(LinkError::Malformed)?;
-        let account = self.trackly.account(&key).await.map_err(LinkError::Trackly)?;
+        let account = self
+            .trackly
+            .account(&key)
+            .await
+            .map_err(LinkError::Trackly)?;
         if account.status == "suspended" {
             return Err(LinkError::Trackly(TracklyError::Suspended));
         }
@@ -172,12 +186,20 @@ impl LinkService {
     /// Runs `call` with the user's decrypted key and keeps the link's status in step with
     /// Trackly's answer: a 401 revokes the link, a 403 suspended marks it suspended, and a
     /// success refreshes it.
-    pub async fn call<T, F, Fut>(&self, user_id: u64, call: F) -> Result<(Link, T), AccountCallError>
+    pub async fn call<T, F, Fut>(
+        &self,
+        user_id: u64,
+        call: F,
+    ) -> Result<(Link, T), AccountCallError>
     where
         F: FnOnce(TracklyClient, ApiKey) -> Fut,
         Fut: Future<Output = Result<T, TracklyError>>,
     {
-        let link = self.db.link(user_id).await?.ok_or(AccountCallError::NotLinked)?;
+        let link = self
+            .db
+            .link(user_id)
+            .await?
+            .ok_or(AccountCallError::NotLinked)?;
         if link.status == LinkStatus::Revoked {
             return Err(AccountCallError::Revoked);
         }
@@ -193,13 +215,18 @@ impl LinkService {
         match call(self.trackly.clone(), key).await {
             Ok(value) => {
                 if link.status == LinkStatus::Suspended {
-                    self.db.set_link_status(user_id, LinkStatus::Active, now).await?;
+                    self.db
+                        .set_link_status(user_id, LinkStatus::Active, now)
+                        .await?;
                     tracing::info!(user_id, account_id = %link.account_id, "account no longer suspended");
                 }
                 Ok((link, value))
             }
             Err(TracklyError::InvalidKey { code }) => {
-                let newly_revoked = self.db.set_link_status(user_id, LinkStatus::Revoked, now).await?;
+                let newly_revoked = self
+                    .db
+                    .set_link_status(user_id, LinkStatus::Revoked, now)
+                    .await?;
                 tracing::warn!(
                     user_id,
                     account_id = %link.account_id,
@@ -213,7 +240,11 @@ impl LinkService {
                 })
             }
             Err(TracklyError::Suspended) => {
-                if self.db.set_link_status(user_id, LinkStatus::Suspended, now).await? {
+                if self
+                    .db
+                    .set_link_status(user_id, LinkStatus::Suspended, now)
+                    .await?
+                {
                     tracing::warn!(user_id, account_id = %link.account_id, "account suspended");
                 }
                 Err(AccountCallError::Suspended)
@@ -223,7 +254,11 @@ impl LinkService {
     }
 
     /// Records fresh account details after a successful `GET /account`.
-    pub async fn refresh_account(&self, user_id: u64, account: &Account) -> Result<(), sqlx::Error> {
+    pub async fn refresh_account(
+        &self,
+        user_id: u64,
+        account: &Account,
+    ) -> Result<(), sqlx::Error> {
         self.db
             .record_validation(user_id, &account.name, &account.role, Utc::now())
             .await

@@ -30,7 +30,10 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     let mut rest = output.as_str();
     while let Some(position) = rest.find(API_KEY_PREFIX) {
         let after = &rest[position + API_KEY_PREFIX.len()..];
-        let body_len = after.bytes().take_while(|b| b.is_ascii_alphanumeric()).count();
+        let body_len = after
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .count();
         result.push_str(&rest[..position + API_KEY_PREFIX.len()]);
         if body_len >= MIN_KEY_BODY {
             result.push_str(REDACTED);
@@ -56,7 +59,9 @@ impl Write for RedactingWriter {
     fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
         // The fmt layer writes one whole event per call, so a secret is never split across calls.
         let text = String::from_utf8_lossy(buffer);
-        io::stdout().lock().write_all(redact(&text, &self.secrets).as_bytes())?;
+        io::stdout()
+            .lock()
+            .write_all(redact(&text, &self.secrets).as_bytes())?;
         Ok(buffer.len())
     }
 

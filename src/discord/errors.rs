@@ -188,14 +188,20 @@ pub async fn on_error(error: poise::FrameworkError<'_, Data, BotError>) {
                 }
             }
         }
-        poise::FrameworkError::ArgumentParse { error, input, ctx, .. } => {
+        poise::FrameworkError::ArgumentParse {
+            error, input, ctx, ..
+        } => {
             // `input` may be an API key, so it is never logged.
             tracing::info!(
                 command = %ctx.command().qualified_name,
                 has_input = input.is_some(),
                 "command arguments could not be parsed"
             );
-            reply_ephemeral(ctx, &format!("Some options of this command were invalid: {error}")).await;
+            reply_ephemeral(
+                ctx,
+                &format!("Some options of this command were invalid: {error}"),
+            )
+            .await;
         }
         poise::FrameworkError::CommandPanic { payload, ctx, .. } => {
             tracing::error!(

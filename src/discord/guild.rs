@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use poise::serenity_prelude as serenity;
-use serenity::{ChannelId, ChannelType, GuildId, PermissionOverwrite, PermissionOverwriteType, Permissions, RoleId, UserId};
+use serenity::{
+    ChannelId, ChannelType, GuildId, PermissionOverwrite, PermissionOverwriteType, Permissions,
+    RoleId, UserId,
+};
 
 use super::errors::discord_error_code;
 use crate::config::GuildConfig;
@@ -27,23 +30,29 @@ impl AccessReport {
     pub fn lines(&self, granting: bool) -> Vec<String> {
         let mut lines = Vec::new();
         match (&self.channel, granting) {
-            (Some(Ok(channel_id)), true) => lines.push(format!("Your account channel: <#{channel_id}>.")),
-            (Some(Ok(_)), false) => lines.push("Your access to the account channel was removed.".to_owned()),
-            (Some(Err(reason)), true) => {
-                lines.push(format!("I could not give you access to the account channel: {reason}."))
+            (Some(Ok(channel_id)), true) => {
+                lines.push(format!("Your account channel: <#{channel_id}>."))
             }
-            (Some(Err(reason)), false) => {
-                lines.push(format!("I could not remove your access to the account channel: {reason}."))
+            (Some(Ok(_)), false) => {
+                lines.push("Your access to the account channel was removed.".to_owned())
             }
+            (Some(Err(reason)), true) => lines.push(format!(
+                "I could not give you access to the account channel: {reason}."
+            )),
+            (Some(Err(reason)), false) => lines.push(format!(
+                "I could not remove your access to the account channel: {reason}."
+            )),
             (None, _) => {}
         }
         match (&self.role, granting) {
             (Some(Ok(())), true) => lines.push("You now have the linked-customer role.".to_owned()),
             (Some(Ok(())), false) => lines.push("The linked-customer role was removed.".to_owned()),
-            (Some(Err(reason)), true) => lines.push(format!("I could not give you the linked-customer role: {reason}.")),
-            (Some(Err(reason)), false) => {
-                lines.push(format!("I could not remove the linked-customer role: {reason}."))
-            }
+            (Some(Err(reason)), true) => lines.push(format!(
+                "I could not give you the linked-customer role: {reason}."
+            )),
+            (Some(Err(reason)), false) => lines.push(format!(
+                "I could not remove the linked-customer role: {reason}."
+            )),
             (None, _) => {}
         }
         if matches!(self.channel, Some(Err(_))) || matches!(self.role, Some(Err(_))) {
@@ -88,7 +97,11 @@ pub fn account_channel_name(account_name: &str, account_id: &str) -> String {
         .flat_map(char::to_lowercase)
         .take(40)
         .collect();
-    let slug: String = slug.trim_end_matches('-').chars().take(100 - id.len() - 1).collect();
+    let slug: String = slug
+        .trim_end_matches('-')
+        .chars()
+        .take(100 - id.len() - 1)
+        .collect();
     let slug = slug.trim_end_matches('-');
     if slug.is_empty() {
         id
@@ -196,7 +209,9 @@ impl GuildAccess {
         })?;
 
         let member_overwrite = PermissionOverwrite {
-            allow: Permissions::VIEW_CHANNEL | Permissions::READ_MESSAGE_HISTORY | Permissions::SEND_MESSAGES,
+            allow: Permissions::VIEW_CHANNEL
+                | Permissions::READ_MESSAGE_HISTORY
+                | Permissions::SEND_MESSAGES,
             deny: Permissions::empty(),
             kind: PermissionOverwriteType::Member(UserId::new(user_id)),
         };
@@ -208,7 +223,11 @@ impl GuildAccess {
                 Ok(()) => return Ok(channel.channel_id),
                 // Someone deleted the channel; make a new one below.
                 Err(error) if discord_error_code(&error) == Some(UNKNOWN_CHANNEL) => {
-                    tracing::warn!(account_id, channel_id = channel.channel_id, "account channel is gone; creating it again");
+                    tracing::warn!(
+                        account_id,
+                        channel_id = channel.channel_id,
+                        "account channel is gone; creating it again"
+                    );
                 }
                 Err(error) => {
                     tracing::error!(account_id, user_id, channel_id = channel.channel_id, %error, "failed to grant channel access");
@@ -235,7 +254,9 @@ impl GuildAccess {
         let builder = serenity::CreateChannel::new(name)
             .kind(ChannelType::Text)
             .category(ChannelId::new(category_id))
-            .topic(format!("Private channel of the Trackly account {account_name} ({account_id})"))
+            .topic(format!(
+                "Private channel of the Trackly account {account_name} ({account_id})"
+            ))
             .permissions([hidden_from_everyone, bot, member_overwrite]);
         let channel = GuildId::new(guild_id)
             .create_channel(&*self.http, builder)
@@ -258,7 +279,11 @@ impl GuildAccess {
             // The channel exists but is not recorded; the next link creates another one.
             tracing::error!(account_id, channel_id = channel.id.get(), %error, "failed to record the account channel");
         }
-        tracing::info!(account_id, channel_id = channel.id.get(), "account channel created");
+        tracing::info!(
+            account_id,
+            channel_id = channel.id.get(),
+            "account channel created"
+        );
         Ok(channel.id.get())
     }
 
@@ -277,7 +302,10 @@ impl GuildAccess {
             }
         };
         let result = ChannelId::new(channel.channel_id)
-            .delete_permission(&*self.http, PermissionOverwriteType::Member(UserId::new(user_id)))
+            .delete_permission(
+                &*self.http,
+                PermissionOverwriteType::Member(UserId::new(user_id)),
+            )
             .await;
         match result {
             Ok(()) => Some(Ok(channel.channel_id)),
@@ -302,8 +330,14 @@ mod tests {
 
     #[test]
     fn channel_name_is_slug_and_id() {
-        assert_eq!(account_channel_name("Acme Promotions", "acc_8f2k1q"), "acme-promotions-acc_8f2k1q");
-        assert_eq!(account_channel_name("  Ünïcode & Co. ", "acc_1"), "n-code-co-acc_1");
+        assert_eq!(
+            account_channel_name("Acme Promotions", "acc_8f2k1q"),
+            "acme-promotions-acc_8f2k1q"
+        );
+        assert_eq!(
+            account_channel_name("  Ünïcode & Co. ", "acc_1"),
+            "n-code-co-acc_1"
+        );
         assert_eq!(account_channel_name("!!!", "acc_1"), "acc_1");
     }
 

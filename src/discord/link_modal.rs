@@ -17,11 +17,15 @@ pub async fn open(
     ctx: &serenity::Context,
     interaction: &serenity::CommandInteraction,
 ) -> Result<(), BotError> {
-    let input = serenity::CreateInputText::new(serenity::InputTextStyle::Short, "Trackly API key", KEY_FIELD_ID)
-        .placeholder("trk_ followed by 32 letters or digits")
-        .min_length(1)
-        .max_length(200)
-        .required(true);
+    let input = serenity::CreateInputText::new(
+        serenity::InputTextStyle::Short,
+        "Trackly API key",
+        KEY_FIELD_ID,
+    )
+    .placeholder("trk_ followed by 32 letters or digits")
+    .min_length(1)
+    .max_length(200)
+    .required(true);
     let modal = serenity::CreateModal::new(CUSTOM_ID, "Link your Trackly account")
         .components(vec![serenity::CreateActionRow::InputText(input)]);
     interaction
@@ -47,7 +51,11 @@ fn field_value<'a>(modal: &'a serenity::ModalInteraction, custom_id: &str) -> Op
 
 /// Links the key from a submitted modal. Defers ephemerally first, because validating the key
 /// calls Trackly and Discord wants an answer within 3 seconds.
-pub async fn handle_submit(ctx: &serenity::Context, data: &Data, modal: &serenity::ModalInteraction) {
+pub async fn handle_submit(
+    ctx: &serenity::Context,
+    data: &Data,
+    modal: &serenity::ModalInteraction,
+) {
     let user_id = modal.user.id.get();
     let interaction_id = modal.id.get();
     tracing::info!(user_id, interaction_id, "link form submitted");
@@ -63,7 +71,8 @@ pub async fn handle_submit(ctx: &serenity::Context, data: &Data, modal: &serenit
     let result = match field_value(modal, KEY_FIELD_ID) {
         Some(raw_key) => sms::perform_link(data, user_id, raw_key).await,
         None => Err(BotError::User(
-            "The form arrived without an API key. Run `/sms link` again and paste the key.".to_owned(),
+            "The form arrived without an API key. Run `/sms link` again and paste the key."
+                .to_owned(),
         )),
     };
     let text = match result {
@@ -74,7 +83,12 @@ pub async fn handle_submit(ctx: &serenity::Context, data: &Data, modal: &serenit
             return;
         }
         Err(BotError::Internal(error)) => {
-            tracing::error!(user_id, interaction_id, error = format!("{error:#}"), "link from the form failed");
+            tracing::error!(
+                user_id,
+                interaction_id,
+                error = format!("{error:#}"),
+                "link from the form failed"
+            );
             format!(
                 "Something went wrong on our side, and it has been logged (reference `{interaction_id}`). \
                  Try again; if it keeps happening, open a support ticket with that reference."

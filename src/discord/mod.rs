@@ -83,9 +83,17 @@ pub fn framework(
                 let commands = &framework.options().commands;
                 match (config.discord.command_scope, config.guild.id) {
                     (CommandScope::Guild, Some(guild_id)) => {
-                        poise::builtins::register_in_guild(ctx, commands, serenity::GuildId::new(guild_id))
-                            .await?;
-                        tracing::info!(guild_id, count = commands.len(), "commands registered in guild");
+                        poise::builtins::register_in_guild(
+                            ctx,
+                            commands,
+                            serenity::GuildId::new(guild_id),
+                        )
+                        .await?;
+                        tracing::info!(
+                            guild_id,
+                            count = commands.len(),
+                            "commands registered in guild"
+                        );
                     }
                     _ => {
                         poise::builtins::register_globally(ctx, commands).await?;

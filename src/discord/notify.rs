@@ -9,7 +9,11 @@ pub const CANNOT_MESSAGE_USER: isize = 50007;
 
 /// Sends `content` to `user_id` by DM. Failures are logged with the user id and returned, so a
 /// caller can fall back to another channel; none of them is retried here.
-pub async fn send_dm(http: &serenity::Http, user_id: u64, content: &str) -> Result<(), serenity::Error> {
+pub async fn send_dm(
+    http: &serenity::Http,
+    user_id: u64,
+    content: &str,
+) -> Result<(), serenity::Error> {
     let user = serenity::UserId::new(user_id);
     let result = async {
         let channel = user.create_dm_channel(http).await?;
@@ -22,7 +26,10 @@ pub async fn send_dm(http: &serenity::Http, user_id: u64, content: &str) -> Resu
     match &result {
         Ok(_) => tracing::info!(user_id, "direct message sent"),
         Err(error) if discord_error_code(error) == Some(CANNOT_MESSAGE_USER) => {
-            tracing::warn!(user_id, "direct message rejected: the user does not accept DMs from the bot")
+            tracing::warn!(
+                user_id,
+                "direct message rejected: the user does not accept DMs from the bot"
+            )
         }
         Err(error) => tracing::error!(user_id, %error, "failed to send a direct message"),
     }

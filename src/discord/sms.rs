@@ -50,8 +50,11 @@ async fn ping(ctx: Context<'_>) -> Result<(), BotError> {
     } else {
         "degraded; see `/sms status`"
     };
-    let text = format!("Pong! Gateway latency: {gateway_text} · Database: {database_text} · Health: {health}");
-    ctx.send(CreateReply::default().content(text).ephemeral(true)).await?;
+    let text = format!(
+        "Pong! Gateway latency: {gateway_text} · Database: {database_text} · Health: {health}"
+    );
+    ctx.send(CreateReply::default().content(text).ephemeral(true))
+        .await?;
     Ok(())
 }
 
@@ -76,7 +79,10 @@ async fn status(ctx: Context<'_>) -> Result<(), BotError> {
         ids.sort_by_key(|id| id.0);
         for id in ids {
             let info = &runners[&id];
-            let latency = info.latency.map(format_millis).unwrap_or_else(|| "no heartbeat yet".to_owned());
+            let latency = info
+                .latency
+                .map(format_millis)
+                .unwrap_or_else(|| "no heartbeat yet".to_owned());
             shards.push(format!("shard {}: {} ({latency})", id.0, info.stage));
         }
     }
@@ -101,14 +107,19 @@ async fn status(ctx: Context<'_>) -> Result<(), BotError> {
         .field("Database", database, false)
         .field("Discord gateway", discord, false)
         .field("Trackly API", trackly, false)
-        .field("Alert poller", "not running: alert delivery is not enabled in this version", false)
+        .field(
+            "Alert poller",
+            "not running: alert delivery is not enabled in this version",
+            false,
+        )
         .footer(serenity::CreateEmbedFooter::new(format!(
             "Version {} · up {}h {}m",
             env!("CARGO_PKG_VERSION"),
             uptime / 3600,
             uptime % 3600 / 60
         )));
-    ctx.send(CreateReply::default().embed(embed).ephemeral(true)).await?;
+    ctx.send(CreateReply::default().embed(embed).ephemeral(true))
+        .await?;
     Ok(())
 }
 
@@ -122,7 +133,9 @@ async fn link(
 ) -> Result<(), BotError> {
     let Some(api_key) = api_key else {
         let poise::Context::Application(app_ctx) = ctx else {
-            return Err(BotError::User("Use the slash command `/sms link`.".to_owned()));
+            return Err(BotError::User(
+                "Use the slash command `/sms link`.".to_owned(),
+            ));
         };
         link_modal::open(ctx.serenity_context(), app_ctx.interaction).await?;
         return Ok(());
@@ -130,12 +143,17 @@ async fn link(
 
     ctx.defer_ephemeral().await?;
     let text = perform_link(ctx.data(), ctx.author().id.get(), &api_key).await?;
-    ctx.send(CreateReply::default().content(text).ephemeral(true)).await?;
+    ctx.send(CreateReply::default().content(text).ephemeral(true))
+        .await?;
     Ok(())
 }
 
 /// Links `raw_key` for `user_id` and grants guild access; returns the reply text.
-pub(super) async fn perform_link(data: &Data, user_id: u64, raw_key: &str) -> Result<String, BotError> {
+pub(super) async fn perform_link(
+    data: &Data,
+    user_id: u64,
+    raw_key: &str,
+) -> Result<String, BotError> {
     let linked = data
         .links
         .link(user_id, raw_key, Utc::now())
@@ -184,14 +202,22 @@ async fn unlink(ctx: Context<'_>) -> Result<(), BotError> {
             "You have no linked Trackly account, so there is nothing to unlink.".to_owned(),
         ));
     };
-    let report = data.guild.revoke(data.links.db(), user_id, &removed.account_id).await;
+    let report = data
+        .guild
+        .revoke(data.links.db(), user_id, &removed.account_id)
+        .await;
 
     let mut lines = vec![format!(
         "Unlinked from **{}** (`{}`). The stored API key was deleted; your Trackly account itself is unchanged.",
         removed.account_name, removed.account_id
     )];
     lines.extend(report.lines(false));
-    ctx.send(CreateReply::default().content(lines.join("\n")).ephemeral(true)).await?;
+    ctx.send(
+        CreateReply::default()
+            .content(lines.join("\n"))
+            .ephemeral(true),
+    )
+    .await?;
     Ok(())
 }
 
@@ -226,9 +252,11 @@ async fn usage(
 ) -> Result<(), BotError> {
     ctx.defer_ephemeral().await?;
     let period: UsagePeriod = period.unwrap_or(PeriodChoice::Month).into();
-    let (link, usage) = call_trackly(ctx, move |client, key| async move { client.usage(&key, period).await })
-        .await
-        .map_err(|error| BotError::from_account_call(error, "load your usage"))?;
+    let (link, usage) = call_trackly(ctx, move |client, key| async move {
+        client.usage(&key, period).await
+    })
+    .await
+    .map_err(|error| BotError::from_account_call(error, "load your usage"))?;
 
     let range = match usage.start {
         Some(start) => format!("{} to {}", format_time(start), format_time(usage.end)),
@@ -236,13 +264,25 @@ async fn usage(
     };
     let embed = serenity::CreateEmbed::new()
         .title(format!("Usage: {}", period.label()))
-        .description(format!("**{}** (`{}`)\n{range}", link.account_name, link.account_id))
+        .description(format!(
+            "**{}** (`{}`)\n{range}",
+            link.account_name, link.account_id
+        ))
         .colour(COLOUR_INFO)
-        .field("Outbound messages", format_count(usage.outbound_messages), true)
-        .field("Inbound messages", format_count(usage.inbound_messages), true)
+        .field(
+            "Outbound messages",
+            format_count(usage.outbound_messages),
+            true,
+        )
+        .field(
+            "Inbound messages",
+            format_count(usage.inbound_messages),
+            true,
+        )
         .field("Segments", format_count(usage.segments), true)
         .field("Estimated cost", usage.estimated_cost.to_string(), true);
-    ctx.send(CreateReply::default().embed(embed).ephemeral(true)).await?;
+    ctx.send(CreateReply::default().embed(embed).ephemeral(true))
+        .await?;
     Ok(())
 }
 
@@ -250,9 +290,10 @@ async fn usage(
 #[poise::command(slash_command)]
 async fn balance(ctx: Context<'_>) -> Result<(), BotError> {
     ctx.defer_ephemeral().await?;
-    let (link, balance) = call_trackly(ctx, |client, key| async move { client.balance(&key).await })
-        .await
-        .map_err(|error| BotError::from_account_call(error, "load your balance"))?;
+    let (link, balance) =
+        call_trackly(ctx, |client, key| async move { client.balance(&key).await })
+            .await
+            .map_err(|error| BotError::from_account_call(error, "load your balance"))?;
 
     let last_billed = balance
         .last_billed_at
@@ -262,18 +303,31 @@ async fn balance(ctx: Context<'_>) -> Result<(), BotError> {
         .title("Balance")
         .description(format!("**{}** (`{}`)", link.account_name, link.account_id))
         .colour(COLOUR_INFO)
-        .field("Unbilled segments", format_count(balance.unbilled_segments), true)
-        .field("Estimated amount", balance.estimated_amount.to_string(), true)
+        .field(
+            "Unbilled segments",
+            format_count(balance.unbilled_segments),
+            true,
+        )
+        .field(
+            "Estimated amount",
+            balance.estimated_amount.to_string(),
+            true,
+        )
         .field("Last billed", last_billed, true);
     if let Some(threshold) = balance.next_charge_at_segments {
         let to_go = threshold.saturating_sub(balance.unbilled_segments);
         embed = embed.field(
             "Next charge",
-            format!("at {} unbilled segments ({} to go), or at the monthly billing", format_count(threshold), format_count(to_go)),
+            format!(
+                "at {} unbilled segments ({} to go), or at the monthly billing",
+                format_count(threshold),
+                format_count(to_go)
+            ),
             false,
         );
     }
-    ctx.send(CreateReply::default().embed(embed).ephemeral(true)).await?;
+    ctx.send(CreateReply::default().embed(embed).ephemeral(true))
+        .await?;
     Ok(())
 }
 
@@ -299,7 +353,12 @@ async fn whoami(ctx: Context<'_>) -> Result<(), BotError> {
         // Trackly being down should not hide what the bot already knows.
         Err(AccountCallError::Trackly(error)) if error.is_transient() => {
             tracing::warn!(user_id, %error, "showing stored account details because trackly is unreachable");
-            let link = data.links.db().link(user_id).await?.ok_or_else(|| BotError::User(not_linked_message()))?;
+            let link = data
+                .links
+                .db()
+                .link(user_id)
+                .await?
+                .ok_or_else(|| BotError::User(not_linked_message()))?;
             (link, Some("Trackly could not be reached, so this is what the bot stored at the last check."))
         }
         Err(error) => return Err(BotError::from_account_call(error, "refresh your account")),
@@ -307,17 +366,26 @@ async fn whoami(ctx: Context<'_>) -> Result<(), BotError> {
 
     let mut embed = serenity::CreateEmbed::new()
         .title("Your linked Trackly account")
-        .colour(if link.status == LinkStatus::Active { COLOUR_OK } else { COLOUR_WARN })
+        .colour(if link.status == LinkStatus::Active {
+            COLOUR_OK
+        } else {
+            COLOUR_WARN
+        })
         .field("Account", link.account_name.clone(), true)
         .field("Account id", format!("`{}`", link.account_id), true)
         .field("Role", Account::display_role(&link.role).to_owned(), true)
-        .field("Linked since", format!("<t:{}:f>", link.linked_at.timestamp()), true)
+        .field(
+            "Linked since",
+            format!("<t:{}:f>", link.linked_at.timestamp()),
+            true,
+        )
         .field("API key", format!("`{}`", link.key_masked), true)
         .field("Status", link.status.as_str(), true);
     if let Some(note) = note {
         embed = embed.footer(serenity::CreateEmbedFooter::new(note));
     }
-    ctx.send(CreateReply::default().embed(embed).ephemeral(true)).await?;
+    ctx.send(CreateReply::default().embed(embed).ephemeral(true))
+        .await?;
     Ok(())
 }
 

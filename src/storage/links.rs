@@ -88,9 +88,13 @@ impl AttemptOutcome {
 /// The result of asking for a link-attempt slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptSlot {
-    Granted { attempt_id: i64 },
+    Granted {
+        attempt_id: i64,
+    },
     /// Too many failures in the window; a slot frees up at `retry_at`.
-    Limited { retry_at: DateTime<Utc> },
+    Limited {
+        retry_at: DateTime<Utc>,
+    },
 }
 
 const LINK_COLUMNS: &str = "discord_user_id, account_id, account_name, role, key_id, key_sealed, \
@@ -367,10 +371,18 @@ mod tests {
     async fn upsert_returns_previous_link() {
         let (db, _dir) = test_db().await;
         let first = sealed(1);
-        assert!(db.upsert_link(&new_link(7, "acc_a", &first)).await.unwrap().is_none());
+        assert!(db
+            .upsert_link(&new_link(7, "acc_a", &first))
+            .await
+            .unwrap()
+            .is_none());
 
         let second = sealed(2);
-        let previous = db.upsert_link(&new_link(7, "acc_b", &second)).await.unwrap().unwrap();
+        let previous = db
+            .upsert_link(&new_link(7, "acc_b", &second))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(previous.account_id, "acc_a");
 
         let current = db.link(7).await.unwrap().unwrap();
@@ -384,9 +396,18 @@ mod tests {
         let (db, _dir) = test_db().await;
         let key = sealed(1);
         db.upsert_link(&new_link(7, "acc_a", &key)).await.unwrap();
-        assert!(db.set_link_status(7, LinkStatus::Revoked, Utc::now()).await.unwrap());
-        assert!(!db.set_link_status(7, LinkStatus::Revoked, Utc::now()).await.unwrap());
-        assert!(!db.set_link_status(8, LinkStatus::Revoked, Utc::now()).await.unwrap());
+        assert!(db
+            .set_link_status(7, LinkStatus::Revoked, Utc::now())
+            .await
+            .unwrap());
+        assert!(!db
+            .set_link_status(7, LinkStatus::Revoked, Utc::now())
+            .await
+            .unwrap());
+        assert!(!db
+            .set_link_status(8, LinkStatus::Revoked, Utc::now())
+            .await
+            .unwrap());
     }
 
     #[tokio::test]
@@ -394,15 +415,26 @@ mod tests {
         let (db, _dir) = test_db().await;
         let key = sealed(1);
         db.upsert_link(&new_link(7, "acc_a", &key)).await.unwrap();
-        db.set_link_status(7, LinkStatus::Suspended, Utc::now()).await.unwrap();
-        db.record_validation(7, "Acme 2", "member", Utc::now()).await.unwrap();
+        db.set_link_status(7, LinkStatus::Suspended, Utc::now())
+            .await
+            .unwrap();
+        db.record_validation(7, "Acme 2", "member", Utc::now())
+            .await
+            .unwrap();
         let link = db.link(7).await.unwrap().unwrap();
         assert_eq!(link.status, LinkStatus::Active);
         assert_eq!(link.account_name, "Acme 2");
 
-        db.set_link_status(7, LinkStatus::Revoked, Utc::now()).await.unwrap();
-        db.record_validation(7, "Acme 2", "member", Utc::now()).await.unwrap();
-        assert_eq!(db.link(7).await.unwrap().unwrap().status, LinkStatus::Revoked);
+        db.set_link_status(7, LinkStatus::Revoked, Utc::now())
+            .await
+            .unwrap();
+        db.record_validation(7, "Acme 2", "member", Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            db.link(7).await.unwrap().unwrap().status,
+            LinkStatus::Revoked
+        );
     }
 
     #[tokio::test]
@@ -410,7 +442,10 @@ mod tests {
         let (db, _dir) = test_db().await;
         let key = sealed(1);
         db.upsert_link(&new_link(7, "acc_a", &key)).await.unwrap();
-        assert_eq!(db.delete_link(7).await.unwrap().unwrap().account_id, "acc_a");
+        assert_eq!(
+            db.delete_link(7).await.unwrap().unwrap().account_id,
+            "acc_a"
+        );
         assert!(db.delete_link(7).await.unwrap().is_none());
         assert!(db.link(7).await.unwrap().is_none());
     }
@@ -426,7 +461,9 @@ mod tests {
             else {
                 panic!("attempt was limited too early");
             };
-            db.finish_link_attempt(attempt_id, AttemptOutcome::Failed).await.unwrap();
+            db.finish_link_attempt(attempt_id, AttemptOutcome::Failed)
+                .await
+                .unwrap();
         }
         let slot = db.reserve_link_attempt(7, now, window, 5).await.unwrap();
         assert!(matches!(slot, AttemptSlot::Limited { .. }), "{slot:?}");
@@ -454,7 +491,9 @@ mod tests {
             else {
                 panic!("inconclusive attempts were counted");
             };
-            db.finish_link_attempt(attempt_id, AttemptOutcome::Inconclusive).await.unwrap();
+            db.finish_link_attempt(attempt_id, AttemptOutcome::Inconclusive)
+                .await
+                .unwrap();
         }
     }
 
@@ -470,7 +509,9 @@ mod tests {
             else {
                 panic!("limited too early");
             };
-            db.finish_link_attempt(attempt_id, AttemptOutcome::Failed).await.unwrap();
+            db.finish_link_attempt(attempt_id, AttemptOutcome::Failed)
+                .await
+                .unwrap();
         }
         let slot = db
             .reserve_link_attempt(7, start + Duration::minutes(5), window, 2)

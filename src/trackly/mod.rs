@@ -33,7 +33,9 @@ pub enum KeyFormatError {
     Empty,
     #[error("the key must start with `trk_`")]
     MissingPrefix,
-    #[error("the key must have exactly 32 letters or digits after `trk_`, but it has {0} characters")]
+    #[error(
+        "the key must have exactly 32 letters or digits after `trk_`, but it has {0} characters"
+    )]
     WrongLength(usize),
     #[error("the key may contain only letters and digits after `trk_`")]
     InvalidCharacter,
@@ -228,11 +230,10 @@ impl TracklyClient {
         budget_left: Duration,
     ) -> Result<T, TracklyError> {
         let timeout = self.request_timeout.min(budget_left);
-        let mut key_header = HeaderValue::from_str(key.expose()).map_err(|_| {
-            TracklyError::UnexpectedResponse {
+        let mut key_header =
+            HeaderValue::from_str(key.expose()).map_err(|_| TracklyError::UnexpectedResponse {
                 detail: "the API key is not a valid header value".to_owned(),
-            }
-        })?;
+            })?;
         key_header.set_sensitive(true);
 
         let started = Instant::now();
@@ -260,8 +261,12 @@ impl TracklyClient {
         );
 
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|error| TracklyError::UnexpectedResponse {
-                detail: format!("HTTP {status} with a body that does not match the contract: {error}"),
+            return serde_json::from_slice(&body).map_err(|error| {
+                TracklyError::UnexpectedResponse {
+                    detail: format!(
+                        "HTTP {status} with a body that does not match the contract: {error}"
+                    ),
+                }
             });
         }
         Err(classify_error(status, &body, retry_after))
@@ -372,18 +377,27 @@ mod tests {
     #[test]
     fn classify_documented_errors() {
         assert_eq!(
-            classify(401, r#"{"error":"Invalid API key","code":"invalid_api_key"}"#),
+            classify(
+                401,
+                r#"{"error":"Invalid API key","code":"invalid_api_key"}"#
+            ),
             TracklyError::InvalidKey {
                 code: Some("invalid_api_key".into())
             }
         );
-        assert_eq!(classify(401, "not json"), TracklyError::InvalidKey { code: None });
+        assert_eq!(
+            classify(401, "not json"),
+            TracklyError::InvalidKey { code: None }
+        );
         assert_eq!(
             classify(403, r#"{"error":"Account is suspended"}"#),
             TracklyError::Suspended
         );
         assert_eq!(
-            classify(403, r#"{"error":"Email is not enabled","code":"email_not_enabled"}"#),
+            classify(
+                403,
+                r#"{"error":"Email is not enabled","code":"email_not_enabled"}"#
+            ),
             TracklyError::ProductNotEnabled {
                 product: "email".into()
             }
@@ -394,9 +408,18 @@ mod tests {
                 message: "Nope".into()
             }
         );
-        assert_eq!(classify(404, r#"{"error":"x","code":"not_found"}"#), TracklyError::NotFound);
-        assert_eq!(classify(400, r#"{"error":"x","code":"not_found"}"#), TracklyError::NotFound);
-        assert!(matches!(classify(503, "<html>"), TracklyError::Unavailable { .. }));
+        assert_eq!(
+            classify(404, r#"{"error":"x","code":"not_found"}"#),
+            TracklyError::NotFound
+        );
+        assert_eq!(
+            classify(400, r#"{"error":"x","code":"not_found"}"#),
+            TracklyError::NotFound
+        );
+        assert!(matches!(
+            classify(503, "<html>"),
+            TracklyError::Unavailable { .. }
+        ));
         assert!(matches!(
             classify(418, r#"{"error":"teapot"}"#),
             TracklyError::UnexpectedResponse { .. }
@@ -413,7 +436,10 @@ mod tests {
         headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
         assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(2)));
         headers.insert(RETRY_AFTER, HeaderValue::from_static("0.5"));
-        assert_eq!(parse_retry_after(&headers), Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_retry_after(&headers),
+            Some(Duration::from_millis(500))
+        );
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(parse_retry_after(&headers), None);
     }

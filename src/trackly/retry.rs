@@ -113,7 +113,11 @@ mod tests {
         for retry in 0..10 {
             let delay = policy.backoff(retry);
             let full = (policy.base_delay * 2u32.pow(retry.min(8))).min(policy.max_delay);
-            assert!(delay >= full / 2, "retry {retry}: {delay:?} < {:?}", full / 2);
+            assert!(
+                delay >= full / 2,
+                "retry {retry}: {delay:?} < {:?}",
+                full / 2
+            );
             assert!(delay <= full, "retry {retry}: {delay:?} > {full:?}");
         }
     }

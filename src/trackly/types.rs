@@ -204,7 +204,11 @@ mod tests {
             ("0.1", "EUR", "€0.1"),
             ("-18.95", "GBP", "-£18.95"),
             ("100", "CHF", "100 CHF"),
-            ("999999999999999999.99", "USD", "$999,999,999,999,999,999.99"),
+            (
+                "999999999999999999.99",
+                "USD",
+                "$999,999,999,999,999,999.99",
+            ),
         ];
         for (amount, currency, expected) in cases {
             let money = Money::new(amount, currency).unwrap();
@@ -215,7 +219,10 @@ mod tests {
     #[test]
     fn money_rejects_non_decimal() {
         for amount in ["", "1e5", "1.", ".5", "1,000", "NaN", "--1", "12.3.4"] {
-            assert!(Money::new(amount, "USD").is_err(), "{amount:?} was accepted");
+            assert!(
+                Money::new(amount, "USD").is_err(),
+                "{amount:?} was accepted"
+            );
         }
         assert!(Money::new("1", "usd").is_err());
         assert!(Money::new("1", "US").is_err());

@@ -1,0 +1,270 @@
+//! Channel messages: create (JSON or multipart with files), history, get, edit, delete.
+
+use axum::http::{Method, StatusCode};
+use serde_json::Value;
+
+use super::interactions::edit_message;
+use super::{parse_id, FilePart, Reply, Request};
+use crate::payloads::{self, MessageFields, DM};
+use crate::state::{is_thread, now_timestamp, snowflake, State};
+
+/// Discord's limit on `content` for bots, in characters.
+const MAX_CONTENT_CHARS: usize = 2000;
+/// Discord's limit on embeds per message.
+const MAX_EMBEDS: usize = 10;
+/// Discord's limit on the characters of all embeds of a message together.
+const MAX_EMBED_TOTAL_CHARS: usize = 6000;
+/// Default and maximum of `limit` on `GET /channels/{channel}/messages`.
+const DEFAULT_HISTORY_LIMIT: usize = 50;
+const MAX_HISTORY_LIMIT: usize = 100;
+
+/// Whether a body creates a message (which must not be empty) or edits one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyUse {
+    Create,
+    Edit,
+}
+
+pub(super) fn route(state: &mut State, request: &Request, segments: &[&str]) -> Option<Reply> {
+    let method = &request.method;
+    let reply = match segments {
+        ["channels", channel_id, "messages"] => {
+            let Some(channel_id) =
+                parse_id(channel_id).filter(|id| state.channels.contains_key(id))
+            else {
+                return Some(Reply::unknown_channel());
+            };
+            match *method {
+                Method::GET => history(state, request, channel_id),
+                Method::POST => create(state, request, channel_id),
+                _ => return None,
+            }
+        }
+        ["channels", channel_id, "messages", message_id] => {
+            let channel_id = parse_id(channel_id).filter(|id| state.channels.contains_key(id));
+            let Some(channel_id) = channel_id else {
+                return Some(Reply::unknown_channel());
+            };
+            let message_id = parse_id(message_id).filter(|id| {
+                state
+                    .messages
+                    .get(id)
+                    .is_some_and(|message| !message.ephemeral && message.channel_id() == channel_id)
+            });
+            let Some(message_id) = message_id else {
+                return Some(Reply::unknown_message());
+            };
+            match *method {
+                Method::GET => Reply::ok(state.messages[&message_id].value.clone()),
+                Method::PATCH => edit(state, request, message_id),
+                Method::DELETE => {
+                    state.messages.remove(&message_id);
+                    Reply::no_content()
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(reply)
+}
+
+/// Checks the limits Discord enforces on a message body before it stores anything.
+pub(super) fn check_message_body(
+    body: &Value,
+    has_files: bool,
+    body_use: BodyUse,
+) -> Result<(), Reply> {
+    let content = body["content"].as_str().unwrap_or_default();
+    if content.chars().count() > MAX_CONTENT_CHARS {
+        return Err(Reply::invalid_form(
+            "content",
+            "BASE_TYPE_MAX_LENGTH",
+            &format!("Must be {MAX_CONTENT_CHARS} or fewer in length."),
+        ));
+    }
+
+    let embeds = body["embeds"].as_array().cloned().unwrap_or_default();
+    if embeds.len() > MAX_EMBEDS {
+        return Err(Reply::invalid_form(
+            "embeds",
+            "BASE_TYPE_MAX_LENGTH",
+            &format!("Must be {MAX_EMBEDS} or fewer in length."),
+        ));
+    }
+    let embed_chars: usize = embeds.iter().map(embed_text_chars).sum();
+    if embed_chars > MAX_EMBED_TOTAL_CHARS {
+        return Err(Reply::invalid_form(
+            "embeds",
+            "MAX_EMBED_SIZE_EXCEEDED",
+            &format!("Embed size exceeds maximum size of {MAX_EMBED_TOTAL_CHARS}"),
+        ));
+    }
+
+    let non_empty = |key: &str| body[key].as_array().is_some_and(|items| !items.is_empty());
+    let is_empty = content.is_empty()
+        && embeds.is_empty()
+        && !has_files
+        && !non_empty("components")
+        && !non_empty("sticker_ids")
+        && body.get("poll").is_none_or(Value::is_null);
+    if body_use == BodyUse::Create && is_empty {
+        return Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            50006,
+            "Cannot send an empty message",
+        ));
+    }
+    Ok(())
+}
+
+/// Counts the characters Discord adds up for the 6000 limit: title, description, field names
+/// and values, footer text and author name.
+fn embed_text_chars(embed: &Value) -> usize {
+    let count = |value: &Value| value.as_str().map_or(0, |text| text.chars().count());
+    let fields: usize = embed["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|field| count(&field["name"]) + count(&field["value"]))
+        .sum();
+    count(&embed["title"])
+        + count(&embed["description"])
+        + count(&embed["footer"]["text"])
+        + count(&embed["author"]["name"])
+        + fields
+}
+
+/// Stores the file parts of a multipart request and returns them as message attachments. The
+/// description comes from the `attachments` entry whose id is the part's index in `files[N]`.
+pub(super) fn store_attachments(state: &mut State, files: &[FilePart], body: &Value) -> Vec<Value> {
+    let mut attachments = Vec::with_capacity(files.len());
+    for file in files {
+        let index = file
+            .field
+            .strip_prefix("files[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|index| index.parse::<u64>().ok());
+        let description = body["attachments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|attachment| index.is_some() && snowflake(&attachment["id"]) == index)
+            .and_then(|attachment| attachment["description"].as_str());
+
+        let attachment_id = state.next_id();
+        attachments.push(payloads::attachment(
+            attachment_id,
+            &file.filename,
+            file.content_type.as_deref(),
+            file.data.len(),
+            description,
+        ));
+        state.attachments.insert(attachment_id, file.data.to_vec());
+    }
+    attachments
+}
+
+fn create(state: &mut State, request: &Request, channel_id: u64) -> Reply {
+    let channel = state.channels[&channel_id].clone();
+    if channel["type"] == DM {
+        let recipient_is_bot = channel["recipients"][0]["bot"].as_bool() == Some(true);
+        if recipient_is_bot {
+            return Reply::error(
+                StatusCode::FORBIDDEN,
+                50007,
+                "Cannot send messages to this user",
+            );
+        }
+    }
+    if is_thread(&channel) && channel["thread_metadata"]["locked"] == true {
+        return Reply::error(StatusCode::BAD_REQUEST, 50083, "Thread is locked");
+    }
+
+    let body = request.json();
+    if let Err(reply) = check_message_body(&body, !request.files.is_empty(), BodyUse::Create) {
+        return reply;
+    }
+
+    // Sending into an archived, unlocked thread unarchives it, as on Discord.
+    if is_thread(&channel) && channel["thread_metadata"]["archived"] == true {
+        if let Some(thread) = state.channels.get_mut(&channel_id) {
+            thread["thread_metadata"]["archived"] = Value::Bool(false);
+        }
+    }
+
+    let message_id = state.next_id();
+    let attachments = store_attachments(state, &request.files, &body);
+    let bot = state.bot_user();
+    let message = payloads::message(
+        MessageFields {
+            id: message_id,
+            channel_id,
+            guild_id: snowflake(&channel["guild_id"]),
+            author: &bot,
+            timestamp: &now_timestamp(),
+            kind: 0,
+            application_id: None,
+            attachments,
+        },
+        &body,
+    );
+    state.store_message(message.clone(), false);
+    Reply::ok(message)
+}
+
+fn edit(state: &mut State, request: &Request, message_id: u64) -> Reply {
+    let body = request.json();
+    if let Err(reply) = check_message_body(&body, !request.files.is_empty(), BodyUse::Edit) {
+        return reply;
+    }
+    let attachments = store_attachments(state, &request.files, &body);
+    let Some(message) = state.messages.get_mut(&message_id) else {
+        return Reply::unknown_message();
+    };
+    edit_message(&mut message.value, &body, &attachments);
+    Reply::ok(message.value.clone())
+}
+
+/// Returns history newest first, as Discord does. `before`, `after` and `around` select the
+/// window and `limit` (1 to 100, default 50) its size.
+fn history(state: &State, request: &Request, channel_id: u64) -> Reply {
+    let limit = match request.query.get("limit") {
+        None => DEFAULT_HISTORY_LIMIT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if (1..=MAX_HISTORY_LIMIT).contains(&limit) => limit,
+            _ => {
+                return Reply::invalid_form(
+                    "limit",
+                    "NUMBER_TYPE_MAX",
+                    &format!("Must be between 1 and {MAX_HISTORY_LIMIT}."),
+                )
+            }
+        },
+    };
+    let anchor = |name: &str| request.query.get(name).and_then(|text| parse_id(text));
+
+    let messages = state.channel_messages(channel_id);
+    let id_of = |message: &Value| snowflake(&message["id"]).unwrap_or(0);
+    let mut window: Vec<Value> = if let Some(before) = anchor("before") {
+        let older: Vec<Value> = messages.into_iter().filter(|m| id_of(m) < before).collect();
+        older[older.len().saturating_sub(limit)..].to_vec()
+    } else if let Some(after) = anchor("after") {
+        messages
+            .into_iter()
+            .filter(|m| id_of(m) > after)
+            .take(limit)
+            .collect()
+    } else if let Some(around) = anchor("around") {
+        let position = messages
+            .iter()
+            .position(|m| id_of(m) >= around)
+            .unwrap_or(messages.len());
+        let start = position.saturating_sub(limit / 2);
+        messages.into_iter().skip(start).take(limit).collect()
+    } else {
+        messages[messages.len().saturating_sub(limit)..].to_vec()
+    };
+    window.reverse();
+    Reply::ok(Value::Array(window))
+}
