@@ -27,5 +27,6 @@ ENV TRACKLY_BOT_DATABASE__PATH=/data/trackly-bot.db \
 EXPOSE 9184
 USER trackly
 # DISCORD_TOKEN and TRACKLY_BOT_ENCRYPTION_KEY must be passed at run time, never baked in.
-ENTRYPOINT ["trackly-bot", "--config", "/etc/trackly-bot/config.toml"]
+# Settings come from TRACKLY_BOT_* variables, or from /data/config.toml when it exists.
+ENTRYPOINT ["trackly-bot"]
 CMD ["run"]

@@ -40,13 +40,17 @@ pub enum AccountCallError {
     /// The link was revoked earlier; the user must link a new key.
     #[error("the link was revoked")]
     Revoked,
-    /// Trackly answered 401 just now. `newly_revoked` is true only for the call that moved the
+    /// Trackly returned 401 just now. `newly_revoked` is true only for the call that moved the
     /// link to revoked, so the user is told by DM exactly once.
     #[error("the key was rejected")]
     KeyRejected {
         newly_revoked: bool,
+        account_id: String,
         account_name: String,
     },
+    /// The stored key cannot be opened, as after a change of the encryption key.
+    #[error("the stored key cannot be decrypted: {0}")]
+    Undecryptable(crate::crypto::CryptoError),
     #[error("the account is suspended")]
     Suspended,
     #[error("trackly: {0}")]
@@ -100,15 +104,17 @@ impl LinkService {
 
     /// Validates `raw_key` and links it to `user_id`, replacing any earlier link.
     ///
-    /// The attempt slot is taken first, so that a user over the limit gets no API call at all.
-    /// A malformed key and a 401 count as failures; an unreachable Trackly does not, because
-    /// the user could not have guessed anything from it.
+    /// A malformed key is rejected before anything else and does not count as a failure,
+    /// because it reaches no API and so cannot help guess a key. Then the attempt slot is
+    /// taken, so that a user over the limit gets no API call at all. A 401 counts as a
+    /// failure; an unreachable Trackly does not, because the user learned nothing from it.
     pub async fn link(
         &self,
         user_id: u64,
         raw_key: &str,
         now: DateTime<Utc>,
     ) -> Result<Linked, LinkError> {
+        let key = ApiKey::parse(raw_key).map_err(LinkError::Malformed)?;
         let window = chrono::Duration::seconds(self.limits.failed_attempt_window_secs as i64);
         let slot = self
             .db
@@ -122,11 +128,10 @@ impl LinkService {
             }
         };
 
-        let result = self.validate_and_store(user_id, raw_key, now).await;
+        let result = self.validate_and_store(user_id, &key, now).await;
         let outcome = match &result {
             Ok(_) => AttemptOutcome::Succeeded,
-            Err(LinkError::Malformed(_))
-            | Err(LinkError::Trackly(TracklyError::InvalidKey { .. })) => AttemptOutcome::Failed,
+            Err(LinkError::Trackly(TracklyError::InvalidKey { .. })) => AttemptOutcome::Failed,
             Err(_) => AttemptOutcome::Inconclusive,
         };
         if let Err(error) = self.db.finish_link_attempt(attempt_id, outcome).await {
@@ -139,13 +144,12 @@ impl LinkService {
     async fn validate_and_store(
         &self,
         user_id: u64,
-        raw_key: &str,
+        key: &ApiKey,
         now: DateTime<Utc>,
     ) -> Result<Linked, LinkError> {
-        let key = ApiKey::parse(raw_key).map_err(LinkError::Malformed)?;
         let account = self
             .trackly
-            .account(&key)
+            .account(key)
             .await
             .map_err(LinkError::Trackly)?;
         if account.status == "suspended" {
@@ -184,7 +188,7 @@ impl LinkService {
     }
 
     /// Runs `call` with the user's decrypted key and keeps the link's status in step with
-    /// Trackly's answer: a 401 revokes the link, a 403 suspended marks it suspended, and a
+    /// Trackly's response: a 401 revokes the link, a 403 suspended marks it suspended, and a
     /// success refreshes it.
     pub async fn call<T, F, Fut>(
         &self,
@@ -206,7 +210,10 @@ impl LinkService {
         let plaintext = self
             .cipher
             .open(&link.sealed_key, user_id)
-            .map_err(|error| AccountCallError::Internal(anyhow::Error::new(error)))?;
+            .map_err(|error| {
+                tracing::error!(user_id, account_id = %link.account_id, %error, "cannot decrypt the stored API key");
+                AccountCallError::Undecryptable(error)
+            })?;
         let key = ApiKey::parse(&plaintext).map_err(|error| {
             AccountCallError::Internal(anyhow::anyhow!("stored key has an invalid format: {error}"))
         })?;
@@ -216,7 +223,7 @@ impl LinkService {
             Ok(value) => {
                 if link.status == LinkStatus::Suspended {
                     self.db
-                        .set_link_status(user_id, LinkStatus::Active, now)
+                        .set_link_status_for_key(user_id, &link.sealed_key, LinkStatus::Active, now)
                         .await?;
                     tracing::info!(user_id, account_id = %link.account_id, "account no longer suspended");
                 }
@@ -225,7 +232,7 @@ impl LinkService {
             Err(TracklyError::InvalidKey { code }) => {
                 let newly_revoked = self
                     .db
-                    .set_link_status(user_id, LinkStatus::Revoked, now)
+                    .set_link_status_for_key(user_id, &link.sealed_key, LinkStatus::Revoked, now)
                     .await?;
                 tracing::warn!(
                     user_id,
@@ -236,13 +243,14 @@ impl LinkService {
                 );
                 Err(AccountCallError::KeyRejected {
                     newly_revoked,
+                    account_id: link.account_id,
                     account_name: link.account_name,
                 })
             }
             Err(TracklyError::Suspended) => {
                 if self
                     .db
-                    .set_link_status(user_id, LinkStatus::Suspended, now)
+                    .set_link_status_for_key(user_id, &link.sealed_key, LinkStatus::Suspended, now)
                     .await?
                 {
                     tracing::warn!(user_id, account_id = %link.account_id, "account suspended");
@@ -253,14 +261,32 @@ impl LinkService {
         }
     }
 
-    /// Records fresh account details after a successful `GET /account`.
-    pub async fn refresh_account(
-        &self,
-        user_id: u64,
-        account: &Account,
-    ) -> Result<(), sqlx::Error> {
+    /// Records fresh account details after a successful `GET /account` with `link`'s key.
+    pub async fn refresh_account(&self, link: &Link, account: &Account) -> Result<(), sqlx::Error> {
         self.db
-            .record_validation(user_id, &account.name, &account.role, Utc::now())
+            .record_validation(
+                link.discord_user_id,
+                &link.sealed_key,
+                &account.name,
+                &account.role,
+                Utc::now(),
+            )
             .await
+    }
+
+    /// Checks that the configured encryption key opens a stored API key, so that a wrong key
+    /// fails at start instead of on every user's next command.
+    pub async fn check_encryption_key(&self) -> anyhow::Result<()> {
+        let Some((user_id, sealed)) = self.db.any_sealed_key().await? else {
+            return Ok(());
+        };
+        self.cipher.open(&sealed, user_id).map_err(|error| {
+            anyhow::anyhow!(
+                "{error}: TRACKLY_BOT_ENCRYPTION_KEY (key id {:?}) does not open the stored API keys; \
+                 start with the key that sealed them",
+                self.cipher.key_id()
+            )
+        })?;
+        Ok(())
     }
 }

@@ -9,12 +9,25 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 const REDACTED: &str = "<redacted>";
-const API_KEY_PREFIX: &str = "trk_";
-/// Letters or digits after `trk_` from which a word counts as a key. A real key has 32; shorter
-/// runs are caught too, because a mistyped key is still mostly a real one.
+/// Letters or digits after a `trk_`-like prefix from which a word counts as a key. A real key
+/// has 32; shorter runs are caught too, because a mistyped key is still mostly a real one.
 const MIN_KEY_BODY: usize = 8;
+/// A run of this many letters or digits is redacted even without a prefix: it may be a key
+/// body pasted alone. Snowflakes (at most 20 digits) stay readable.
+const MIN_BARE_RUN: usize = 28;
 
-/// Replaces each of `secrets` and every API-key-like word in `text`.
+/// Returns the secrets set in this process's environment: the bot token and the encryption key.
+pub fn env_secrets() -> Vec<String> {
+    [crate::config::TOKEN_VAR, crate::config::ENCRYPTION_KEY_VAR]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .map(|value| value.trim().to_owned())
+        .filter(|value| value.len() >= 8)
+        .collect()
+}
+
+/// Replaces each of `secrets` and every API-key-like word in `text`: `trk` in any case followed
+/// by `_`, `-` or a space and 8 or more letters or digits, and any bare run of 28 or more.
 pub fn redact(text: &str, secrets: &[String]) -> String {
     let mut output = text.to_owned();
     for secret in secrets {
@@ -22,27 +35,37 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
             output = output.replace(secret.as_str(), REDACTED);
         }
     }
-    if !output.contains(API_KEY_PREFIX) {
-        return output;
-    }
 
+    let bytes = output.as_bytes();
     let mut result = String::with_capacity(output.len());
-    let mut rest = output.as_str();
-    while let Some(position) = rest.find(API_KEY_PREFIX) {
-        let after = &rest[position + API_KEY_PREFIX.len()..];
-        let body_len = after
-            .bytes()
+    let mut copied = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        let at_word_start = index == 0 || !bytes[index - 1].is_ascii_alphanumeric();
+        if !at_word_start || !bytes[index].is_ascii_alphanumeric() {
+            index += 1;
+            continue;
+        }
+        let prefixed = bytes.len() >= index + 4
+            && bytes[index..index + 3].eq_ignore_ascii_case(b"trk")
+            && matches!(bytes[index + 3], b'_' | b'-' | b' ');
+        let body_start = if prefixed { index + 4 } else { index };
+        let body_len = bytes[body_start..]
+            .iter()
             .take_while(|b| b.is_ascii_alphanumeric())
             .count();
-        result.push_str(&rest[..position + API_KEY_PREFIX.len()]);
-        if body_len >= MIN_KEY_BODY {
+        let minimum = if prefixed { MIN_KEY_BODY } else { MIN_BARE_RUN };
+        if body_len >= minimum {
+            // Keeps the prefix so that a reader still sees that a key was there.
+            result.push_str(&output[copied..body_start]);
             result.push_str(REDACTED);
-            rest = &after[body_len..];
+            copied = body_start + body_len;
+            index = copied;
         } else {
-            rest = after;
+            index = body_start + body_len.max(1);
         }
     }
-    result.push_str(rest);
+    result.push_str(&output[copied..]);
     result
 }
 
@@ -113,6 +136,23 @@ mod tests {
     fn keeps_masked_and_short_words() {
         let text = "masked trk_…0123, prefix trk_ alone, short trk_abc";
         assert_eq!(redact(text, &[]), text);
+    }
+
+    #[test]
+    fn redacts_prefix_variants_and_bare_bodies() {
+        let body = "0123456789abcdef0123456789abcdef";
+        for text in [
+            format!("TRK_{body}"),
+            format!("trk-{body}"),
+            format!("Trk {body}"),
+            format!("key {body} end"),
+        ] {
+            let redacted = redact(&text, &[]);
+            assert!(!redacted.contains(body), "{text} became {redacted}");
+            assert!(redacted.contains(REDACTED), "{redacted}");
+        }
+        let snowflake = "user_id=1150000000000000100 session=abc";
+        assert_eq!(redact(snowflake, &[]), snowflake);
     }
 
     #[test]

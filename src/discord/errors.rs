@@ -1,4 +1,4 @@
-//! Command errors sorted by what happens to them: ignored, told to the user, or reported.
+//! Command errors sorted by what happens to them: ignored, shown to the user, or reported.
 
 use poise::serenity_prelude as serenity;
 
@@ -6,7 +6,7 @@ use super::Data;
 use crate::linking::{AccountCallError, LinkError};
 use crate::trackly::{KeyFormatError, TracklyError};
 
-/// Discord's JSON error code for an interaction that expired or was already answered.
+/// Discord's JSON error code for an interaction that expired or was already acknowledged.
 const UNKNOWN_INTERACTION: isize = 10062;
 const ALREADY_ACKNOWLEDGED: isize = 40060;
 
@@ -77,8 +77,13 @@ pub fn trackly_error_message(error: &TracklyError, doing: &str) -> String {
             format!("Could not {doing}: Trackly refused the request ({message}).")
         }
         TracklyError::NotFound => format!("Could not {doing}: Trackly reported that it does not exist."),
-        TracklyError::RateLimited { .. } => {
-            format!("Could not {doing}: Trackly is limiting requests right now. Try again in a minute.")
+        TracklyError::RateLimited { retry_after } => {
+            let wait = match retry_after {
+                Some(wait) if wait.as_secs() >= 120 => format!("in about {} minutes", wait.as_secs().div_ceil(60)),
+                Some(wait) => format!("in {} seconds", wait.as_secs().max(1)),
+                None => "in a minute".to_owned(),
+            };
+            format!("Could not {doing}: Trackly is limiting requests right now. Try again {wait}.")
         }
         TracklyError::Unavailable { .. } => format!(
             "Could not {doing}: Trackly is unreachable right now. Nothing was changed; try again in a few minutes."
@@ -125,6 +130,11 @@ impl BotError {
             AccountCallError::Revoked | AccountCallError::KeyRejected { .. } => {
                 BotError::User(key_rejected_message())
             }
+            AccountCallError::Undecryptable(_) => BotError::User(
+                "Your stored API key can no longer be read by the bot (its encryption key changed). \
+                 Link your key again with `/sms link`; the error has been logged for staff."
+                    .to_owned(),
+            ),
             AccountCallError::Suspended => BotError::User(
                 "Your Trackly account is suspended, so its data is unavailable and its alerts are paused. \
                  Contact Trackly support to restore it."

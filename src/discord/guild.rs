@@ -17,12 +17,15 @@ use crate::storage::{AccountChannel, Db};
 const UNKNOWN_CHANNEL: isize = 10003;
 const MISSING_ACCESS: isize = 50001;
 const MISSING_PERMISSIONS: isize = 50013;
+const UNKNOWN_MEMBER: isize = 10007;
 
-/// What a grant or revoke did. `None` means the feature is not configured.
+/// Outcome of a grant or revoke for each part. `None` means the part is not configured.
 #[derive(Debug, Default)]
 pub struct AccessReport {
     pub channel: Option<Result<u64, String>>,
     pub role: Option<Result<(), String>>,
+    /// Removal of access to the channel of the account a relinking user left.
+    pub previous_channel: Option<Result<u64, String>>,
 }
 
 impl AccessReport {
@@ -55,8 +58,22 @@ impl AccessReport {
             )),
             (None, _) => {}
         }
-        if matches!(self.channel, Some(Err(_))) || matches!(self.role, Some(Err(_))) {
+        if let Some(Err(reason)) = &self.previous_channel {
+            lines.push(format!(
+                "I could not remove your access to your previous account's channel: {reason}."
+            ));
+        }
+        let failed = [&self.channel, &self.previous_channel]
+            .iter()
+            .any(|part| matches!(part, Some(Err(_))))
+            || matches!(self.role, Some(Err(_)));
+        if failed && granting {
             lines.push("Server staff can fix this; the link itself is saved.".to_owned());
+        } else if failed {
+            lines.push(
+                "The link and the stored key are gone; server staff can remove the remaining access."
+                    .to_owned(),
+            );
         }
         lines
     }
@@ -76,6 +93,9 @@ fn failure_reason(error: &serenity::Error) -> String {
         Some(MISSING_PERMISSIONS) => "the bot is missing a permission (Manage Channels or Manage Roles, or its role is below the linked role)".to_owned(),
         Some(MISSING_ACCESS) => "the bot cannot see the customer category".to_owned(),
         Some(UNKNOWN_CHANNEL) => "the channel or category no longer exists".to_owned(),
+        Some(UNKNOWN_MEMBER) => {
+            "you are not a member of the Trackly server; join it and run the command again".to_owned()
+        }
         _ => "Discord returned an error".to_owned(),
     }
 }
@@ -139,8 +159,9 @@ impl GuildAccess {
             return report;
         };
         if let Some(previous) = previous_account_id.filter(|previous| *previous != account_id) {
-            // Best effort: a failure is logged inside and must not block the new grant.
-            let _ = self.remove_channel_access(db, user_id, previous).await;
+            // A failure is logged inside and reported, but must not block the new grant.
+            report.previous_channel =
+                remove_channel_access(&self.http, db, user_id, previous).await;
         }
         if let Some(category_id) = self.config.customer_category_id {
             report.channel = Some(
@@ -168,29 +189,7 @@ impl GuildAccess {
 
     /// Removes the user's access to the account channel and the linked role.
     pub async fn revoke(&self, db: &Db, user_id: u64, account_id: &str) -> AccessReport {
-        let mut report = AccessReport::default();
-        let Some(guild_id) = self.config.id else {
-            return report;
-        };
-        if self.config.customer_category_id.is_some() {
-            report.channel = self.remove_channel_access(db, user_id, account_id).await;
-        }
-        if let Some(role_id) = self.config.linked_role_id {
-            let result = self
-                .http
-                .remove_member_role(
-                    GuildId::new(guild_id),
-                    UserId::new(user_id),
-                    RoleId::new(role_id),
-                    Some("Unlinked a Trackly account"),
-                )
-                .await;
-            report.role = Some(result.map_err(|error| {
-                tracing::error!(user_id, guild_id, role_id, %error, "failed to remove the linked role");
-                failure_reason(&error)
-            }));
-        }
-        report
+        revoke_access(&self.http, db, &self.config, user_id, account_id).await
     }
 
     async fn grant_channel(
@@ -251,13 +250,29 @@ impl GuildAccess {
             deny: Permissions::empty(),
             kind: PermissionOverwriteType::Member(self.bot_user_id),
         };
+        // Every user linked to the account gets access, which matters when a deleted channel
+        // is made again for the next user who links.
+        let mut overwrites = vec![hidden_from_everyone, bot, member_overwrite.clone()];
+        match db.account_user_ids(account_id).await {
+            Ok(user_ids) => {
+                for other in user_ids.into_iter().filter(|other| *other != user_id) {
+                    overwrites.push(PermissionOverwrite {
+                        kind: PermissionOverwriteType::Member(UserId::new(other)),
+                        ..member_overwrite.clone()
+                    });
+                }
+            }
+            Err(error) => {
+                tracing::error!(account_id, %error, "failed to list the account's linked users");
+            }
+        }
         let builder = serenity::CreateChannel::new(name)
             .kind(ChannelType::Text)
             .category(ChannelId::new(category_id))
             .topic(format!(
                 "Private channel of the Trackly account {account_name} ({account_id})"
             ))
-            .permissions([hidden_from_everyone, bot, member_overwrite]);
+            .permissions(overwrites);
         let channel = GuildId::new(guild_id)
             .create_channel(&*self.http, builder)
             .await
@@ -286,40 +301,70 @@ impl GuildAccess {
         );
         Ok(channel.id.get())
     }
+}
 
-    async fn remove_channel_access(
-        &self,
-        db: &Db,
-        user_id: u64,
-        account_id: &str,
-    ) -> Option<Result<u64, String>> {
-        let channel = match db.account_channel(account_id).await {
-            Ok(Some(channel)) => channel,
-            Ok(None) => return None,
-            Err(error) => {
-                tracing::error!(account_id, %error, "failed to read the account channel");
-                return Some(Err("the bot's database failed".to_owned()));
-            }
-        };
-        let result = ChannelId::new(channel.channel_id)
-            .delete_permission(
-                &*self.http,
-                PermissionOverwriteType::Member(UserId::new(user_id)),
+/// Removes `user_id`'s access to the account channel and the linked role. Needs no bot user id,
+/// so background tasks can call it as well as commands.
+pub async fn revoke_access(
+    http: &serenity::Http,
+    db: &Db,
+    config: &GuildConfig,
+    user_id: u64,
+    account_id: &str,
+) -> AccessReport {
+    let mut report = AccessReport::default();
+    let Some(guild_id) = config.id else {
+        return report;
+    };
+    if config.customer_category_id.is_some() {
+        report.channel = remove_channel_access(http, db, user_id, account_id).await;
+    }
+    if let Some(role_id) = config.linked_role_id {
+        let result = http
+            .remove_member_role(
+                GuildId::new(guild_id),
+                UserId::new(user_id),
+                RoleId::new(role_id),
+                Some("Unlinked a Trackly account"),
             )
             .await;
-        match result {
-            Ok(()) => Some(Ok(channel.channel_id)),
-            // A deleted channel grants nothing any more, which is the goal.
-            Err(error) if discord_error_code(&error) == Some(UNKNOWN_CHANNEL) => {
-                if let Err(error) = db.delete_account_channel(account_id).await {
-                    tracing::error!(account_id, %error, "failed to forget a deleted account channel");
-                }
-                Some(Ok(channel.channel_id))
+        report.role = Some(result.map_err(|error| {
+            tracing::error!(user_id, guild_id, role_id, %error, "failed to remove the linked role");
+            failure_reason(&error)
+        }));
+    }
+    report
+}
+
+async fn remove_channel_access(
+    http: &serenity::Http,
+    db: &Db,
+    user_id: u64,
+    account_id: &str,
+) -> Option<Result<u64, String>> {
+    let channel = match db.account_channel(account_id).await {
+        Ok(Some(channel)) => channel,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::error!(account_id, %error, "failed to read the account channel");
+            return Some(Err("the bot's database failed".to_owned()));
+        }
+    };
+    let result = ChannelId::new(channel.channel_id)
+        .delete_permission(http, PermissionOverwriteType::Member(UserId::new(user_id)))
+        .await;
+    match result {
+        Ok(()) => Some(Ok(channel.channel_id)),
+        // A deleted channel grants nothing any more, which is the goal.
+        Err(error) if discord_error_code(&error) == Some(UNKNOWN_CHANNEL) => {
+            if let Err(error) = db.delete_account_channel(account_id).await {
+                tracing::error!(account_id, %error, "failed to forget a deleted account channel");
             }
-            Err(error) => {
-                tracing::error!(account_id, user_id, channel_id = channel.channel_id, %error, "failed to remove channel access");
-                Some(Err(failure_reason(&error)))
-            }
+            Some(Ok(channel.channel_id))
+        }
+        Err(error) => {
+            tracing::error!(account_id, user_id, channel_id = channel.channel_id, %error, "failed to remove channel access");
+            Some(Err(failure_reason(&error)))
         }
     }
 }
@@ -353,11 +398,31 @@ mod tests {
         let report = AccessReport {
             channel: Some(Err("the bot cannot see the customer category".into())),
             role: Some(Ok(())),
+            previous_channel: None,
         };
         let lines = report.lines(true);
         assert_eq!(lines.len(), 3);
         assert!(lines[0].contains("could not give you access"));
         assert!(lines[2].contains("link itself is saved"));
         assert!(AccessReport::default().lines(true).is_empty());
+
+        let lines = report.lines(false);
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .contains("link and the stored key are gone"),
+            "{lines:?}"
+        );
+        assert!(!lines
+            .iter()
+            .any(|line| line.contains("link itself is saved")));
+
+        let relinked = AccessReport {
+            previous_channel: Some(Err("Discord returned an error".into())),
+            ..AccessReport::default()
+        };
+        let lines = relinked.lines(true);
+        assert!(lines[0].contains("previous account's channel"), "{lines:?}");
     }
 }

@@ -19,7 +19,8 @@ pub struct FakeDiscordConfig {
     /// Id of the guild's @everyone role, which Discord sets equal to the guild id.
     pub everyone_role_id: u64,
     /// Path of Discord's OpenAPI description. `None` tries the `DISCORD_OPENAPI_SPEC` environment
-    /// variable, then `shared/reference/discord-openapi.json` beside the repository.
+    /// variable, then `shared/reference/discord-openapi.json` beside the repository, then the
+    /// copy in this crate's `openapi` folder.
     pub openapi_spec: Option<PathBuf>,
 }
 
@@ -54,7 +55,8 @@ impl FakeDiscordConfig {
     }
 
     /// Resolves where the OpenAPI description should be: the configured path, then the
-    /// `DISCORD_OPENAPI_SPEC` environment variable, then the `shared` folder beside the repository.
+    /// `DISCORD_OPENAPI_SPEC` environment variable, then the `shared` folder beside the
+    /// repository, then the copy kept in this crate.
     pub(crate) fn resolve_openapi_spec(&self) -> PathBuf {
         if let Some(path) = &self.openapi_spec {
             return path.clone();
@@ -63,9 +65,13 @@ impl FakeDiscordConfig {
             return PathBuf::from(path);
         }
 
-        // This crate sits at <repository>/crates/fake-discord, and the repository sits beside
-        // the `shared` folder.
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/reference/discord-openapi.json")
+        // This crate sits at <repository>/crates/fake-discord, and the repository may sit beside
+        // a `shared` folder with a newer description.
+        let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let beside_repository = crate_dir.join("../../../shared/reference/discord-openapi.json");
+        if beside_repository.exists() {
+            return beside_repository;
+        }
+        crate_dir.join("openapi/discord-openapi.json")
     }
 }

@@ -1,0 +1,117 @@
+//! The command-line interface: `check-config` and `migrate`, run as the real binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const KEY: &str = "dHJhY2tseS1ib3QtZTJlLWVuY3J5cHRpb24ta2V5ISE=";
+const TOKEN: &str = "MTE5ODc2NTQzMjEwOTg3NjU0Mw.FakeTk.cli-test-token-value";
+
+fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_trackly-bot"));
+    command.current_dir(dir).args(args).env_clear();
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("the binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn check_config_lists_every_missing_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(dir.path(), &["check-config"], &[]);
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(text.contains("2 problem(s)"), "{text}");
+    assert!(text.contains("DISCORD_TOKEN is not set"), "{text}");
+    assert!(
+        text.contains("TRACKLY_BOT_ENCRYPTION_KEY is not set"),
+        "{text}"
+    );
+    assert!(text.contains("openssl rand -base64 32"), "{text}");
+}
+
+#[test]
+fn check_config_accepts_defaults_and_ignores_unrelated_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("DISCORD_TOKEN", TOKEN),
+        ("TRACKLY_BOT_ENCRYPTION_KEY", KEY),
+        // Kubernetes adds variables like these for a Service named trackly-bot.
+        ("TRACKLY_BOT_PORT", "tcp://10.0.0.1:80"),
+        ("TRACKLY_BOT_SERVICE_HOST", "10.0.0.1"),
+        ("TRACKLY_BOT_GUILD__ID", "42"),
+    ];
+    let output = run(dir.path(), &["check-config"], &env);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(text.contains("configuration OK"), "{text}");
+    assert!(
+        text.contains("Some(42)"),
+        "the environment override was not applied: {text}"
+    );
+}
+
+#[test]
+fn explicit_config_file_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("DISCORD_TOKEN", TOKEN),
+        ("TRACKLY_BOT_ENCRYPTION_KEY", KEY),
+    ];
+    let output = run(
+        dir.path(),
+        &["--config", "missing.toml", "check-config"],
+        &env,
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("missing.toml does not exist"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn secret_in_config_file_is_rejected_unechoed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!("[discord]\ntoken = {TOKEN}\n"),
+    )
+    .unwrap();
+    let env = [
+        ("DISCORD_TOKEN", TOKEN),
+        ("TRACKLY_BOT_ENCRYPTION_KEY", KEY),
+    ];
+    let output = run(dir.path(), &["check-config"], &env);
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(
+        text.contains("secrets are read only from the environment"),
+        "{text}"
+    );
+    assert!(!text.contains(TOKEN), "the token was echoed: {text}");
+}
+
+#[test]
+fn migrate_creates_database_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[database]\npath = \"data.db\"\n",
+    )
+    .unwrap();
+    let output = run(dir.path(), &["migrate"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("data.db is at migration"), "{text}");
+    assert!(dir.path().join("data.db").exists());
+
+    // A second run finds nothing left to apply.
+    let again = run(dir.path(), &["migrate"], &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+}
