@@ -1,0 +1,270 @@
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use serde_json::json;
+
+use super::*;
+use crate::alerts::Event;
+use crate::config::AlertsConfig;
+use crate::crypto::SealedKey;
+use crate::storage::alerts::{PollAccount, RoutedEvent};
+use crate::storage::{test_db, AccountChannel, NewLink};
+
+const ALICE: u64 = 7;
+const ACCOUNT_CHANNEL: u64 = 500;
+const ALL_ALERTS: u64 = 900;
+
+/// Records every message and returns scripted results, then success.
+#[derive(Default)]
+struct RecordingSender {
+    sent: Mutex<Vec<(Target, AlertMessage)>>,
+    script: Mutex<VecDeque<Result<u64, SendError>>>,
+}
+
+impl RecordingSender {
+    fn script(&self, result: Result<u64, SendError>) {
+        self.script.lock().unwrap().push_back(result);
+    }
+
+    fn sent(&self) -> Vec<(Target, AlertMessage)> {
+        self.sent.lock().unwrap().clone()
+    }
+
+    fn sent_to(&self, target: Target) -> usize {
+        self.sent().iter().filter(|(t, _)| *t == target).count()
+    }
+}
+
+impl AlertSender for RecordingSender {
+    async fn send(
+        &self,
+        target: Target,
+        message: &AlertMessage,
+        _nonce: &str,
+    ) -> Result<u64, SendError> {
+        let scripted = self.script.lock().unwrap().pop_front();
+        match scripted {
+            Some(Err(error)) => Err(error),
+            _ => {
+                let mut sent = self.sent.lock().unwrap();
+                sent.push((target, message.clone()));
+                Ok(1000 + sent.len() as u64)
+            }
+        }
+    }
+
+    async fn key_revoked(&self, _user_id: u64, _account_id: &str, _account_name: &str) {}
+}
+
+fn config(threshold: u32) -> AlertsConfig {
+    AlertsConfig {
+        digest_threshold: threshold,
+        digest_window_secs: 60,
+        global_messages_per_sec: 50,
+        channel_messages_per_5s: 5,
+        ..AlertsConfig::default()
+    }
+}
+
+async fn setup() -> (Db, tempfile::TempDir) {
+    let (db, dir) = test_db().await;
+    let key = SealedKey {
+        key_id: "k1".into(),
+        bytes: vec![1; 40],
+    };
+    db.upsert_link(&NewLink {
+        discord_user_id: ALICE,
+        account_id: "acc_1",
+        account_name: "Acme",
+        role: "owner",
+        sealed_key: &key,
+        key_masked: "trk_…0000",
+        now: Utc::now(),
+    })
+    .await
+    .unwrap();
+    db.save_account_channel(
+        &AccountChannel {
+            account_id: "acc_1".into(),
+            guild_id: 1,
+            channel_id: ACCOUNT_CHANNEL,
+        },
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    (db, dir)
+}
+
+async fn store(db: &Db, events: &[(&str, &str)], targets: Vec<Target>) {
+    let parsed: Vec<Event> = events
+        .iter()
+        .map(|(id, kind)| {
+            Event::from_feed(&json!({"id": id, "type": kind, "data": {}}), Utc::now()).unwrap()
+        })
+        .collect();
+    let routed: Vec<RoutedEvent<'_>> = parsed
+        .iter()
+        .map(|event| RoutedEvent {
+            event,
+            payload: json!({"id": event.id, "type": event.type_name, "data": {}}).to_string(),
+            targets: targets.clone(),
+        })
+        .collect();
+    let account = PollAccount {
+        account_id: "acc_1".into(),
+        account_name: "Acme".into(),
+    };
+    db.store_fetched_page(&account, &routed, "c_1", Utc::now())
+        .await
+        .unwrap();
+}
+
+fn dispatcher(
+    db: &Db,
+    sender: &Arc<RecordingSender>,
+    threshold: u32,
+) -> Dispatcher<RecordingSender> {
+    Dispatcher::new(
+        db.clone(),
+        Arc::clone(sender),
+        Arc::new(AlertsState::new()),
+        &config(threshold),
+    )
+}
+
+#[tokio::test]
+async fn sends_once_and_marks_sent() {
+    let (db, _dir) = setup().await;
+    store(
+        &db,
+        &[("evt_1", "delivery_failure")],
+        vec![Target::Dm { user_id: ALICE }],
+    )
+    .await;
+    let sender = Arc::new(RecordingSender::default());
+    let mut dispatcher = dispatcher(&db, &sender, 5);
+    let shutdown = CancellationToken::new();
+
+    let report = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(report.messages_sent, 1);
+    let again = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(again.messages_sent, 0);
+    let sent = sender.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.mute_button.as_deref(), Some("alerts:mute1h:7"));
+    assert_eq!(db.pending_delivery_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn dm_closed_marks_user_and_falls_back() {
+    let (db, _dir) = setup().await;
+    store(
+        &db,
+        &[("evt_1", "inbound_sms"), ("evt_2", "inbound_sms")],
+        vec![Target::Dm { user_id: ALICE }],
+    )
+    .await;
+    let sender = Arc::new(RecordingSender::default());
+    sender.script(Err(SendError::DmClosed));
+    let mut dispatcher = dispatcher(&db, &sender, 5);
+    let shutdown = CancellationToken::new();
+
+    dispatcher.round(&shutdown).await.unwrap();
+    assert!(
+        db.alert_preferences(ALICE)
+            .await
+            .unwrap()
+            .unwrap()
+            .dm_closed
+    );
+    dispatcher.round(&shutdown).await.unwrap();
+    dispatcher.round(&shutdown).await.unwrap();
+
+    let channel = Target::AccountChannel {
+        channel_id: ACCOUNT_CHANNEL,
+    };
+    assert_eq!(
+        sender.sent_to(channel),
+        2,
+        "both alerts reach the account channel"
+    );
+    assert_eq!(sender.sent_to(Target::Dm { user_id: ALICE }), 0);
+    assert_eq!(db.pending_delivery_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn transient_failure_retried_later() {
+    let (db, _dir) = setup().await;
+    let target = Target::AllAlerts {
+        channel_id: ALL_ALERTS,
+    };
+    store(&db, &[("evt_1", "service.outage")], vec![target]).await;
+    let sender = Arc::new(RecordingSender::default());
+    sender.script(Err(SendError::Transient("HTTP 502".into())));
+    let mut dispatcher = dispatcher(&db, &sender, 5);
+    let shutdown = CancellationToken::new();
+
+    let report = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(report.deliveries_retried, 1);
+    assert_eq!(db.pending_delivery_count().await.unwrap(), 1);
+    let next = db.next_due_at().await.unwrap().unwrap();
+    assert!(next > Utc::now() + chrono::Duration::seconds(1), "{next}");
+    assert_eq!(sender.sent_to(target), 0);
+}
+
+#[tokio::test]
+async fn unusable_channel_fails_without_retry() {
+    let (db, _dir) = setup().await;
+    let target = Target::AllAlerts {
+        channel_id: ALL_ALERTS,
+    };
+    store(&db, &[("evt_1", "service.outage")], vec![target]).await;
+    let sender = Arc::new(RecordingSender::default());
+    sender.script(Err(SendError::ChannelUnavailable {
+        code: 50001,
+        detail: "Missing Access".into(),
+    }));
+    let mut dispatcher = dispatcher(&db, &sender, 5);
+    let shutdown = CancellationToken::new();
+    let report = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(report.deliveries_failed, 1);
+    assert_eq!(db.pending_delivery_count().await.unwrap(), 0);
+    assert_eq!(db.next_due_at().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn storm_holds_rest_for_digest() {
+    let (db, _dir) = setup().await;
+    let events: Vec<(String, &str)> = (0..30)
+        .map(|index| {
+            (
+                format!("evt_{index}"),
+                if index < 2 {
+                    "service.outage"
+                } else {
+                    "delivery_failure"
+                },
+            )
+        })
+        .collect();
+    let borrowed: Vec<(&str, &str)> = events
+        .iter()
+        .map(|(id, kind)| (id.as_str(), *kind))
+        .collect();
+    let target = Target::Dm { user_id: ALICE };
+    store(&db, &borrowed, vec![target]).await;
+    let sender = Arc::new(RecordingSender::default());
+    let mut dispatcher = dispatcher(&db, &sender, 3);
+    let shutdown = CancellationToken::new();
+
+    let report = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(
+        report.messages_sent, 5,
+        "2 critical and 3 within the threshold: {report:?}"
+    );
+    assert_eq!(report.deliveries_held, 25);
+    assert_eq!(db.pending_delivery_count().await.unwrap(), 25);
+    let due = db.next_due_at().await.unwrap().unwrap();
+    assert!(due > Utc::now() + chrono::Duration::seconds(50), "{due}");
+}
