@@ -1,7 +1,6 @@
 //! Wiring: configuration, storage, clients, the Discord client and the health server, and an
 //! orderly shutdown on SIGTERM or Ctrl-C.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,20 +9,25 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use poise::serenity_prelude as serenity;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{AlertsState, Dispatcher, Poller};
+use crate::cli::ConfigFile;
 use crate::config::{Config, ConfigErrors, Secrets};
 use crate::crypto::KeyCipher;
-use crate::discord::{self, Data, GuildAccess};
+use crate::discord::{self, Data, DiscordAlertSender, GuildAccess};
 use crate::linking::LinkService;
 use crate::state::BotState;
 use crate::storage::{Db, MIGRATOR};
+use crate::tickets::TicketService;
 use crate::trackly::TracklyClient;
 use crate::{health, telemetry};
 
 /// Runs the bot until it is told to stop.
-pub async fn run(config_path: &Path) -> anyhow::Result<()> {
-    let (config, secrets) = load_all(config_path)?;
-    telemetry::init(vec![secrets.discord_token.to_string()]);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config_path.display(), "trackly-bot starting");
+pub async fn run(config_file: &ConfigFile) -> anyhow::Result<()> {
+    let (config, secrets) = load_all(config_file)?;
+    let mut log_secrets = telemetry::env_secrets();
+    log_secrets.push(secrets.discord_token.to_string());
+    telemetry::init(log_secrets);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config_file.path.display(), "trackly-bot starting");
 
     let metrics = PrometheusBuilder::new()
         .install_recorder()
@@ -37,12 +41,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         secrets.encryption_key_id.clone(),
     ));
     let links = LinkService::new(db.clone(), trackly, cipher, config.linking.clone());
+    links.check_encryption_key().await?;
     let state = Arc::new(BotState::new(db.clone()));
+    let tickets = TicketService::new(db.clone(), config.support.clone());
+    let alerts = Arc::new(AlertsState::new());
+    let poller_links = links.clone();
     let http = build_http(&config, &secrets)?;
 
     let framework = {
         let config = Arc::clone(&config);
         let state = Arc::clone(&state);
+        let alerts = Arc::clone(&alerts);
         discord::framework(Arc::clone(&config), move |ctx, ready| {
             state.set_gateway_connected(true);
             Data {
@@ -54,6 +63,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 config,
                 links,
                 state,
+                alerts,
+                tickets,
             }
         })
     };
@@ -66,6 +77,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     state.set_shard_manager(Arc::clone(&client.shard_manager));
 
     let shutdown = CancellationToken::new();
+    let alert_tasks = start_alerts(
+        &config,
+        &alerts,
+        poller_links,
+        Arc::clone(&client.http),
+        &shutdown,
+    )?;
     let health_task = config.health_listen_addr().map(|addr| {
         let (state, shutdown) = (Arc::clone(&state), shutdown.clone());
         tokio::spawn(async move {
@@ -90,6 +108,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     if let Some(task) = health_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
+    stop_alerts(alert_tasks, &db, config.alerts.shutdown_grace_ms).await;
     db.close().await;
     match result {
         Ok(()) => {
@@ -103,9 +122,79 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Starts the alert poller and dispatcher once, sending with the client's `Http`. The guard in
+/// `AlertsState` keeps a second call, such as after a gateway reconnect, from starting another
+/// pair.
+fn start_alerts(
+    config: &Config,
+    alerts: &Arc<AlertsState>,
+    links: LinkService,
+    http: Arc<serenity::Http>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    if !config.alerts.enabled {
+        tracing::info!("alerts are disabled (alerts.enabled = false); the poller does not run");
+        return Ok(Vec::new());
+    }
+    if !alerts.claim_start() {
+        tracing::warn!("the alert poller is already running; not starting a second one");
+        return Ok(Vec::new());
+    }
+    let sender = Arc::new(
+        DiscordAlertSender::new(
+            http,
+            links.db().clone(),
+            config.guild.clone(),
+            Duration::from_millis(config.discord.request_timeout_ms),
+        )
+        .context("cannot build the HTTP client for alerts")?,
+    );
+    let db = links.db().clone();
+    let poller = Arc::new(Poller::new(
+        links,
+        Arc::clone(&sender),
+        Arc::clone(alerts),
+        config.alerts.clone(),
+    ));
+    let dispatcher = Dispatcher::new(db, sender, Arc::clone(alerts), &config.alerts);
+    alerts.set_running(true);
+    Ok(vec![
+        tokio::spawn(poller.run(shutdown.clone())),
+        tokio::spawn(dispatcher.run(shutdown.clone())),
+    ])
+}
+
+/// Waits up to `grace_ms` for the poller and the dispatcher to finish their in-flight work
+/// after shutdown was requested, then logs what is still pending in the outbox.
+async fn stop_alerts(tasks: Vec<tokio::task::JoinHandle<()>>, db: &Db, grace_ms: u64) {
+    if tasks.is_empty() {
+        return;
+    }
+    let grace = Duration::from_millis(grace_ms);
+    let all = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::warn!(
+            grace_ms,
+            "alert tasks did not stop within the grace time; abandoning in-flight sends"
+        );
+    }
+    match db.pending_delivery_count().await {
+        Ok(0) => tracing::info!("alert outbox empty at shutdown"),
+        Ok(pending) => tracing::warn!(
+            pending,
+            "alert deliveries left pending at shutdown; they are sent after the next start"
+        ),
+        Err(error) => tracing::error!(%error, "cannot count pending alert deliveries at shutdown"),
+    }
+}
+
 /// Applies pending migrations and prints what was applied.
-pub async fn migrate(config_path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
+pub async fn migrate(config_file: &ConfigFile) -> anyhow::Result<()> {
+    let config = config_file.load()?;
     telemetry::init(Vec::new());
     let db = open_db(&config).await?;
     let applied: i64 =
@@ -123,9 +212,9 @@ pub async fn migrate(config_path: &Path) -> anyhow::Result<()> {
 }
 
 /// Reports every configuration and secret problem at once; fails when there is any.
-pub fn check_config(config_path: &Path) -> anyhow::Result<()> {
+pub fn check_config(config_file: &ConfigFile) -> anyhow::Result<()> {
     let mut problems = Vec::new();
-    let config = match Config::load(config_path) {
+    let config = match config_file.load() {
         Ok(config) => Some(config),
         Err(ConfigErrors(found)) => {
             problems.extend(found);
@@ -139,7 +228,7 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<()> {
         return Err(ConfigErrors(problems).into());
     }
     let config = config.expect("config is present when there are no problems");
-    println!("configuration OK ({})", config_path.display());
+    println!("configuration OK ({})", config_file.path.display());
     println!("  database:        {}", config.database.path.display());
     println!("  trackly:         {}", config.trackly.base_url);
     let rest = if config.discord.rest_base_url.is_empty() {
@@ -161,8 +250,8 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_all(config_path: &Path) -> anyhow::Result<(Config, Secrets)> {
-    let config = Config::load(config_path);
+fn load_all(config_file: &ConfigFile) -> anyhow::Result<(Config, Secrets)> {
+    let config = config_file.load();
     let secrets = Secrets::from_env();
     match (config, secrets) {
         (Ok(config), Ok(secrets)) => Ok((config, secrets)),

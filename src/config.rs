@@ -12,9 +12,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-/// Environment variable that holds the Discord bot token.
+/// Environment variable that contains the Discord bot token.
 pub const TOKEN_VAR: &str = "DISCORD_TOKEN";
-/// Environment variable that holds the base64 encoding of the 32-byte key for API-key encryption.
+/// Environment variable that contains the base64 encoding of the 32-byte key for API-key encryption.
 pub const ENCRYPTION_KEY_VAR: &str = "TRACKLY_BOT_ENCRYPTION_KEY";
 /// Environment variable that names the encryption key, so that stored values record which key
 /// sealed them and the key can be rotated later.
@@ -32,6 +32,8 @@ pub struct Config {
     pub guild: GuildConfig,
     pub linking: LinkingConfig,
     pub http: HttpConfig,
+    pub alerts: AlertsConfig,
+    pub support: SupportConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,6 +170,210 @@ impl Default for HttpConfig {
     }
 }
 
+/// Support tickets. The four channel and role ids are all needed; while any is missing, the
+/// `/support` commands tell users that support is not configured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupportConfig {
+    /// Text channel under which each ticket gets a private thread.
+    pub channel_id: Option<u64>,
+    /// Channel where staff are notified of new tickets, with the staff role mentioned.
+    pub staff_channel_id: Option<u64>,
+    /// Channel that receives the transcript of each closed ticket.
+    pub staff_log_channel_id: Option<u64>,
+    /// Role whose members are support staff: they see every ticket, claim and reopen.
+    pub staff_role_id: Option<u64>,
+    /// Text before the ticket number, as in `T-1042`.
+    pub number_prefix: String,
+    /// Number of the first ticket. Raising it later moves the sequence forward; numbers are
+    /// never reused.
+    pub number_start: u64,
+    /// Open tickets one user may have at a time.
+    pub max_open_per_user: u32,
+}
+
+impl Default for SupportConfig {
+    fn default() -> Self {
+        Self {
+            channel_id: None,
+            staff_channel_id: None,
+            staff_log_channel_id: None,
+            staff_role_id: None,
+            number_prefix: "T-".to_owned(),
+            number_start: 1,
+            max_open_per_user: 3,
+        }
+    }
+}
+
+/// The support channel and role ids, present only when all of them are configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupportChannels {
+    pub channel_id: u64,
+    pub staff_channel_id: u64,
+    pub staff_log_channel_id: u64,
+    pub staff_role_id: u64,
+}
+
+/// Highest allowed `support.number_start`, so numbers stay far below SQLite's INTEGER maximum.
+const MAX_TICKET_NUMBER_START: u64 = 1_000_000_000_000;
+
+impl SupportConfig {
+    pub fn channels(&self) -> Option<SupportChannels> {
+        Some(SupportChannels {
+            channel_id: self.channel_id?,
+            staff_channel_id: self.staff_channel_id?,
+            staff_log_channel_id: self.staff_log_channel_id?,
+            staff_role_id: self.staff_role_id?,
+        })
+    }
+
+    fn validate(&self, problem: &mut impl FnMut(String)) {
+        let ids = [
+            ("support.channel_id", self.channel_id),
+            ("support.staff_channel_id", self.staff_channel_id),
+            ("support.staff_log_channel_id", self.staff_log_channel_id),
+            ("support.staff_role_id", self.staff_role_id),
+        ];
+        let missing: Vec<&str> = ids
+            .iter()
+            .filter(|(_, id)| id.is_none())
+            .map(|(name, _)| *name)
+            .collect();
+        if !missing.is_empty() && missing.len() < ids.len() {
+            problem(format!(
+                "support tickets need all four ids, but {} is not set; set it or remove the other support ids",
+                missing.join(", ")
+            ));
+        }
+        for (name, id) in ids {
+            if id == Some(0) {
+                problem(format!("{name} is 0; use the channel or role id from Discord (Developer Mode, Copy ID)"));
+            }
+        }
+        let prefix_valid = self.number_prefix.chars().count() <= 10
+            && self
+                .number_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '#');
+        if !prefix_valid {
+            problem(format!(
+                "support.number_prefix {:?} must be at most 10 letters, digits, '-', '_' or '#'",
+                self.number_prefix
+            ));
+        }
+        if self.number_start == 0 || self.number_start > MAX_TICKET_NUMBER_START {
+            problem(format!(
+                "support.number_start ({}) must be between 1 and {MAX_TICKET_NUMBER_START}",
+                self.number_start
+            ));
+        }
+        if self.max_open_per_user == 0 || self.max_open_per_user > 50 {
+            problem(format!(
+                "support.max_open_per_user ({}) must be between 1 and 50",
+                self.max_open_per_user
+            ));
+        }
+    }
+}
+
+/// Real-time alerts: the feed poller, the digest and the dispatcher's pacing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Whether the poller and the dispatcher run. `/alerts` commands work either way.
+    pub enabled: bool,
+    /// Time between the starts of two poll runs, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Events requested per `GET /events` page (1 to 500).
+    pub page_size: u32,
+    /// Accounts polled at the same time.
+    pub max_concurrent_accounts: usize,
+    /// Limit for one poll run over all accounts, in milliseconds.
+    pub poll_timeout_ms: u64,
+    /// Alerts one recipient gets individually within a digest window; the rest of the window
+    /// goes out as one digest. Critical alerts are never held.
+    pub digest_threshold: u32,
+    pub digest_window_secs: u64,
+    /// Internal channel that gets every critical alert of every account.
+    pub all_alerts_channel_id: Option<u64>,
+    /// Internal channel that gets payment failures and spam complaints.
+    pub billing_alerts_channel_id: Option<u64>,
+    /// Messages the dispatcher sends per second over all channels (Discord allows 50).
+    pub global_messages_per_sec: u32,
+    /// Messages per channel within 5 seconds (Discord allows about 5).
+    pub channel_messages_per_5s: u32,
+    /// How long shutdown waits for in-flight sends, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_interval_ms: 5_000,
+            page_size: 100,
+            max_concurrent_accounts: 4,
+            poll_timeout_ms: 30_000,
+            digest_threshold: 5,
+            digest_window_secs: 60,
+            all_alerts_channel_id: None,
+            billing_alerts_channel_id: None,
+            global_messages_per_sec: 40,
+            channel_messages_per_5s: 4,
+            shutdown_grace_ms: 5_000,
+        }
+    }
+}
+
+impl AlertsConfig {
+    fn validate(&self, problem: &mut impl FnMut(String)) {
+        if !(1..=500).contains(&self.page_size) {
+            problem(format!(
+                "alerts.page_size ({}) must be between 1 and 500, the limits of Trackly's GET /events",
+                self.page_size
+            ));
+        }
+        if self.poll_interval_ms < 100 {
+            problem(format!(
+                "alerts.poll_interval_ms ({}) must be at least 100",
+                self.poll_interval_ms
+            ));
+        }
+        if self.poll_timeout_ms == 0 {
+            problem("alerts.poll_timeout_ms must be above 0".to_owned());
+        }
+        if self.max_concurrent_accounts == 0 {
+            problem("alerts.max_concurrent_accounts must be at least 1".to_owned());
+        }
+        if self.digest_threshold == 0 || self.digest_window_secs == 0 {
+            problem(
+                "alerts.digest_threshold and alerts.digest_window_secs must be above 0".to_owned(),
+            );
+        }
+        if !(1..=50).contains(&self.global_messages_per_sec) {
+            problem(format!(
+                "alerts.global_messages_per_sec ({}) must be between 1 and 50, Discord's global limit",
+                self.global_messages_per_sec
+            ));
+        }
+        if !(1..=5).contains(&self.channel_messages_per_5s) {
+            problem(format!(
+                "alerts.channel_messages_per_5s ({}) must be between 1 and 5, Discord's limit per channel",
+                self.channel_messages_per_5s
+            ));
+        }
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    pub fn poll_timeout(&self) -> Duration {
+        Duration::from_millis(self.poll_timeout_ms)
+    }
+}
+
 /// One thing wrong with the configuration, phrased for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem(pub String);
@@ -199,18 +405,36 @@ impl Config {
     /// and validates the result. A missing file is not an error because every setting has a
     /// default or can come from the environment.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Self::load_file(path, false)
+    }
+
+    /// Like [`Config::load`], but with `must_exist` a missing file is an error, for a path the
+    /// operator named explicitly.
+    pub fn load_file(path: &Path, must_exist: bool) -> Result<Config, ConfigErrors> {
         let mut problems = Vec::new();
         if path.exists() {
-            if let Err(problem) = reject_secrets_in_file(path) {
-                problems.push(problem);
-            }
+            // The file is not parsed at all then, because parse errors quote the offending line.
+            reject_secrets_in_file(path).map_err(|problem| ConfigErrors(vec![problem]))?;
+        } else if must_exist {
+            return Err(ConfigErrors(vec![ConfigProblem(format!(
+                "the configuration file {} does not exist; create it from config.toml.example or leave out --config",
+                path.display()
+            ))]));
         }
 
+        // Only variables that name a known section are read, so that unrelated variables with
+        // the same prefix (such as TRACKLY_BOT_PORT, which Kubernetes adds for a Service named
+        // trackly-bot) do not stop the bot.
+        let sections = config_sections();
         let figment = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
             .merge(
                 Env::prefixed(ENV_PREFIX)
-                    .ignore(&["config", "encryption_key", "encryption_key_id"])
+                    .filter(move |key| {
+                        let key = key.as_str().to_ascii_lowercase();
+                        let section = key.split("__").next().unwrap_or("");
+                        key.contains("__") && sections.iter().any(|known| known == section)
+                    })
                     .split("__"),
             );
         let config = match figment.extract::<Config>() {
@@ -237,11 +461,17 @@ impl Config {
         let mut problems = Vec::new();
         let mut problem = |text: String| problems.push(ConfigProblem(text));
 
-        if let Err(error) = reqwest::Url::parse(&self.trackly.base_url) {
-            problem(format!(
+        match reqwest::Url::parse(&self.trackly.base_url) {
+            Err(error) => problem(format!(
                 "trackly.base_url {:?} is not a valid URL ({error}); use e.g. https://app.tracklysms.com/api/v2",
                 self.trackly.base_url
-            ));
+            )),
+            // API keys travel in a header, so plain HTTP is allowed only to this machine.
+            Ok(url) if url.scheme() != "https" && !is_loopback_host(&url) => problem(format!(
+                "trackly.base_url {:?} must use https (plain http is accepted only for 127.0.0.1 or localhost)",
+                self.trackly.base_url
+            )),
+            Ok(_) => {}
         }
         if !self.discord.rest_base_url.is_empty() {
             match reqwest::Url::parse(&self.discord.rest_base_url) {
@@ -298,6 +528,8 @@ impl Config {
         if self.linking.max_failed_attempts == 0 || self.linking.failed_attempt_window_secs == 0 {
             problem("linking.max_failed_attempts and linking.failed_attempt_window_secs must be above 0".to_owned());
         }
+        self.support.validate(&mut problem);
+        self.alerts.validate(&mut problem);
         if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
             problem(format!(
                 "http.listen {:?} is not an address such as 127.0.0.1:9184; leave it empty to disable the server",
@@ -312,6 +544,25 @@ impl Config {
     }
 }
 
+fn is_loopback_host(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+/// Returns the names of the top-level sections, such as `database` and `trackly`.
+fn config_sections() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Rejects a config file that carries a secret, because secrets are read only from the
 /// environment and a file is easy to commit by mistake.
 fn reject_secrets_in_file(path: &Path) -> Result<(), ConfigProblem> {
@@ -320,6 +571,13 @@ fn reject_secrets_in_file(path: &Path) -> Result<(), ConfigProblem> {
     let lowered = text.to_ascii_lowercase();
     for line in lowered.lines() {
         let key = line.split('=').next().unwrap_or("").trim();
+        // Dotted keys such as `discord.token` name the same setting.
+        let key = key
+            .rsplit('.')
+            .next()
+            .unwrap_or(key)
+            .trim()
+            .trim_matches('"');
         if matches!(key, "token" | "discord_token" | "encryption_key") {
             return Err(ConfigProblem(format!(
                 "{} contains `{key}`; secrets are read only from the environment ({TOKEN_VAR}, {ENCRYPTION_KEY_VAR}), so remove it from the file",
@@ -358,10 +616,14 @@ impl Secrets {
         let mut problems = Vec::new();
 
         let token = lookup(TOKEN_VAR).map(|value| Zeroizing::new(value.trim().to_owned()));
-        if token.as_ref().is_none_or(|token| token.is_empty()) {
-            problems.push(ConfigProblem(format!(
+        match &token {
+            None => problems.push(ConfigProblem(format!(
                 "{TOKEN_VAR} is not set; export the bot token from the Discord developer portal (Bot tab, Reset Token) as {TOKEN_VAR}"
-            )));
+            ))),
+            Some(token) if token.is_empty() => problems.push(ConfigProblem(format!(
+                "{TOKEN_VAR} is empty; set it to the bot token from the Discord developer portal (Bot tab, Reset Token)"
+            ))),
+            Some(_) => {}
         }
 
         let key = match lookup(ENCRYPTION_KEY_VAR).map(Zeroizing::new) {
@@ -475,6 +737,50 @@ mod tests {
     }
 
     #[test]
+    fn validate_trackly_needs_https_off_loopback() {
+        let mut config = Config::default();
+        for (url, accepted) in [
+            ("https://api.tracklysms.com/api/v2", true),
+            ("http://127.0.0.1:8081/api/v2", true),
+            ("http://localhost:8081/api/v2", true),
+            ("http://[::1]:8081/api/v2", true),
+            ("http://app.tracklysms.com/api/v2", false),
+            ("http://10.0.0.5/api/v2", false),
+        ] {
+            config.trackly.base_url = url.to_owned();
+            assert_eq!(config.validate().is_empty(), accepted, "{url}");
+        }
+    }
+
+    #[test]
+    fn load_ignores_unrelated_prefixed_variables() {
+        // Only variables with a section and `__` are read; TRACKLY_BOT_PORT-like names are not.
+        let sections = config_sections();
+        assert!(sections.contains(&"database".to_owned()));
+        assert!(sections.contains(&"trackly".to_owned()));
+        assert!(!sections.contains(&"port".to_owned()));
+    }
+
+    #[test]
+    fn load_required_file_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.toml");
+        assert!(Config::load(&path).is_ok());
+        let errors = Config::load_file(&path, true).unwrap_err();
+        assert!(errors.to_string().contains("does not exist"), "{errors}");
+    }
+
+    #[test]
+    fn load_rejects_dotted_secret_without_echo() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "discord.token = MTIzNDU2Nzg5.unquoted\n").unwrap();
+        let errors = Config::load(&path).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert!(!errors.to_string().contains("MTIzNDU2Nzg5"), "{errors}");
+    }
+
+    #[test]
     fn validate_reports_every_problem() {
         let mut config = Config::default();
         config.trackly.base_url = "not a url".into();
@@ -483,6 +789,47 @@ mod tests {
         config.http.listen = "nowhere".into();
         let problems = config.validate();
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn support_defaults_and_partial_ids() {
+        let config = Config::default();
+        assert!(config.validate().is_empty());
+        assert_eq!(config.support.number_prefix, "T-");
+        assert_eq!(config.support.max_open_per_user, 3);
+        assert!(config.support.channels().is_none());
+
+        let mut partial = Config::default();
+        partial.support.channel_id = Some(10);
+        partial.support.staff_role_id = Some(11);
+        let problems = partial.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].0.contains("support.staff_channel_id"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].0.contains("support.staff_log_channel_id"),
+            "{problems:?}"
+        );
+
+        partial.support.staff_channel_id = Some(12);
+        partial.support.staff_log_channel_id = Some(13);
+        assert!(partial.validate().is_empty());
+        assert_eq!(partial.support.channels().unwrap().staff_log_channel_id, 13);
+    }
+
+    #[test]
+    fn support_rejects_bad_values() {
+        let mut config = Config::default();
+        config.support.number_prefix = "TICKET NUMBER".into();
+        config.support.number_start = 0;
+        config.support.max_open_per_user = 0;
+        let problems = config.validate();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems.iter().any(|p| p.0.contains("number_prefix")));
+        assert!(problems.iter().any(|p| p.0.contains("number_start")));
+        assert!(problems.iter().any(|p| p.0.contains("max_open_per_user")));
     }
 
     #[test]

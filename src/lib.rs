@@ -3,6 +3,7 @@
 //! `discord` is the edge that talks to Discord; `linking`, `trackly`, `storage`, `crypto` and
 //! `config` below it take plain values and are tested without Discord.
 
+pub mod alerts;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -13,4 +14,6 @@ pub mod linking;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod text_limits;
+pub mod tickets;
 pub mod trackly;

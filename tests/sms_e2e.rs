@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{database_contains, final_text, test_key, Harness, Options};
+use common::{
+    database_contains, final_text, key_fingerprint, masked_key, test_key, Harness, Options,
+};
 use fake_discord::{CommandScope, OptionValue, ScriptedError};
 use trackly_sim::{Fault, FaultKind};
 
@@ -53,8 +55,9 @@ async fn startup_registers_sms_commands() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, ["sms"]);
-    let sms = &registered.commands[0];
+    // Other features register their own top-level commands next to `/sms`.
+    assert!(names.contains(&"sms"), "sms is not registered: {names:?}");
+    let sms = registered.command("sms").expect("sms is registered");
     let subcommands: Vec<&str> = sms["options"]
         .as_array()
         .expect("sms has subcommands")
@@ -102,7 +105,7 @@ async fn link_with_option_grants_access() {
     assert!(record.all_followups_ephemeral());
     let text = final_text(&record);
     assert!(text.contains("Acme Promotions"), "{text}");
-    assert!(text.contains("trk_…0000"), "{text}");
+    assert!(text.contains(&masked_key("AcmeOwner")), "{text}");
     assert!(!text.contains(&key), "the reply echoes the key");
 
     let whoami = harness.run_sms(ALICE, "whoami", vec![]).await;
@@ -110,7 +113,7 @@ async fn link_with_option_grants_access() {
     assert!(whoami.is_ephemeral());
     assert!(text.contains("Acme Promotions"), "{text}");
     assert!(text.contains("acc_8f2k1q"), "{text}");
-    assert!(text.contains("trk_…0000"), "{text}");
+    assert!(text.contains(&masked_key("AcmeOwner")), "{text}");
     assert!(text.contains("admin"), "an owner is shown as admin: {text}");
 
     assert!(
@@ -195,7 +198,7 @@ async fn link_with_modal_hides_key() {
     assert!(text.contains("Linked to **Acme Promotions**"), "{text}");
 
     let whoami = final_text(&harness.run_sms(ALICE, "whoami", vec![]).await);
-    assert!(whoami.contains("trk_…0000"), "{whoami}");
+    assert!(whoami.contains(&masked_key("AcmeOwner")), "{whoami}");
 
     for request in harness.discord.requests() {
         if let Some(body) = &request.body {
@@ -235,6 +238,20 @@ async fn malformed_key_makes_no_api_call() {
         "the simulator saw {:?}",
         harness.sim.requests()
     );
+
+    // Typos reach no API, so they do not use up the failed-attempt limit.
+    for _ in 0..3 {
+        harness
+            .run_sms(ALICE, "link", vec![("api_key", string("trk_typo"))])
+            .await;
+    }
+    harness.link(ALICE, &test_key("AcmeOwner")).await;
+
+    // The form reports a malformed key the same way, without calling Trackly.
+    let calls = harness.sim.requests().len();
+    let text = final_text(&harness.link_with_modal(BOB, "not-a-key").await);
+    assert!(text.contains("not a valid Trackly API key"), "{text}");
+    assert_eq!(harness.sim.requests().len(), calls);
     harness.finish().await;
 }
 
@@ -244,6 +261,8 @@ struct ErrorCase {
     fault: FaultKind,
     times: Option<u32>,
     expected: &'static str,
+    /// How many `/account` requests the bot may make: permanent errors are not retried.
+    attempts: std::ops::RangeInclusive<usize>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,12 +273,14 @@ async fn link_errors_give_clear_messages() {
             fault: FaultKind::Unauthorized,
             times: None,
             expected: "Trackly rejected that API key",
+            attempts: 1..=1,
         },
         ErrorCase {
             key: "Suspended",
             fault: FaultKind::Suspended,
             times: None,
             expected: "suspended Trackly account",
+            attempts: 1..=1,
         },
         ErrorCase {
             key: "NotEnabled",
@@ -268,6 +289,7 @@ async fn link_errors_give_clear_messages() {
             },
             times: None,
             expected: "does not have the `sms` product enabled",
+            attempts: 1..=1,
         },
         ErrorCase {
             key: "RateThenOk",
@@ -276,36 +298,42 @@ async fn link_errors_give_clear_messages() {
             },
             times: Some(1),
             expected: "Linked to **Acme Promotions**",
+            attempts: 2..=2,
         },
         ErrorCase {
             key: "ErrorThenOk",
             fault: FaultKind::ServerError { status: 503 },
             times: Some(1),
             expected: "Linked to **Acme Promotions**",
+            attempts: 2..=2,
         },
         ErrorCase {
             key: "SlowOk",
             fault: FaultKind::Delay { ms: 4000 },
             times: Some(1),
             expected: "Linked to **Acme Promotions**",
+            attempts: 1..=1,
         },
         ErrorCase {
             key: "NoAnswer",
             fault: FaultKind::NoAnswer,
             times: None,
             expected: "did not answer in time",
+            attempts: 2..=3,
         },
         ErrorCase {
             key: "Malformed",
             fault: FaultKind::MalformedJson,
             times: None,
             expected: "unexpected response",
+            attempts: 1..=1,
         },
         ErrorCase {
             key: "Unavailable",
             fault: FaultKind::ServerError { status: 502 },
             times: None,
             expected: "unreachable",
+            attempts: 3..=3,
         },
     ];
     let keys: Vec<&'static str> = cases.iter().map(|case| case.key).collect();
@@ -350,16 +378,30 @@ async fn link_errors_give_clear_messages() {
         );
     }
 
-    let retried = harness
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r.key_fingerprint.as_deref() == Some("0000") && r.path == "/account")
-        .count();
-    assert!(
-        retried >= cases.len(),
-        "retries did not reach the simulator"
-    );
+    let requests = harness.sim.requests();
+    for case in &cases {
+        let fingerprint = key_fingerprint(case.key);
+        let calls: Vec<_> = requests
+            .iter()
+            .filter(|r| {
+                r.path == "/account" && r.key_fingerprint.as_deref() == Some(fingerprint.as_str())
+            })
+            .collect();
+        assert!(
+            case.attempts.contains(&calls.len()),
+            "{}: {} requests, expected {:?}",
+            case.key,
+            calls.len(),
+            case.attempts
+        );
+        if case.key == "RateThenOk" {
+            let waited = calls[1].received_at - calls[0].received_at;
+            assert!(
+                waited >= chrono::Duration::milliseconds(950),
+                "Retry-After not honoured: {waited}"
+            );
+        }
+    }
     harness.finish().await;
 }
 
@@ -564,6 +606,27 @@ async fn revoked_key_on_balance_sends_one_dm() {
         .filter(|r| r.path == "/billing/balance")
         .count();
     assert_eq!(balance_calls, 1);
+
+    // A revoked key keeps neither the linked role nor the account channel.
+    assert!(
+        !harness
+            .discord
+            .member_roles(ALICE)
+            .contains(&harness.linked_role_id),
+        "the linked role stayed after revocation"
+    );
+    let channel = harness
+        .discord
+        .guild_channels()
+        .into_iter()
+        .find(|c| c["parent_id"].as_str() == Some(&harness.category_id.to_string()))
+        .expect("account channel");
+    let has_alice = channel["permission_overwrites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["id"].as_str() == Some(&ALICE.to_string()));
+    assert!(!has_alice, "the channel overwrite stayed after revocation");
     harness.finish().await;
 }
 
@@ -603,7 +666,7 @@ async fn link_survives_restart() {
 
     let text = final_text(&harness.run_sms(ALICE, "whoami", vec![]).await);
     assert!(text.contains("Acme Promotions"), "{text}");
-    assert!(text.contains("trk_…0000"), "{text}");
+    assert!(text.contains(&masked_key("AcmeOwner")), "{text}");
     let text = final_text(&harness.run_sms(ALICE, "usage", vec![]).await);
     assert!(text.contains("12,840"), "{text}");
     harness.finish().await;
@@ -670,7 +733,17 @@ async fn ping_and_status_report_health() {
     assert!(text.contains("OK"), "{text}");
     assert!(text.contains("Trackly API"), "{text}");
     assert!(text.contains("reachable"), "{text}");
+    assert!(!text.contains("unreachable"), "{text}");
     assert!(text.contains("shard 0"), "{text}");
+
+    harness.sim.add_fault(Fault {
+        key: None,
+        path: Some("/account".to_owned()),
+        times: None,
+        kind: FaultKind::ServerError { status: 503 },
+    });
+    let text = final_text(&harness.run_sms(CAROL, "status", vec![]).await);
+    assert!(text.contains("answering with HTTP 503"), "{text}");
     harness.finish().await;
 }
 
@@ -703,5 +776,135 @@ async fn relink_to_other_account_moves_access() {
     }
     let text = final_text(&harness.run_sms(ALICE, "whoami", vec![]).await);
     assert!(text.contains("viewer"), "{text}");
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_401_keeps_newer_link() {
+    let harness = Harness::start().await;
+    harness.link(ALICE, &test_key("AcmeOwner")).await;
+    harness.sim.add_fault(Fault {
+        key: Some(test_key("AcmeOwner")),
+        path: Some("/billing/balance".to_owned()),
+        times: Some(1),
+        kind: FaultKind::Delay { ms: 2500 },
+    });
+    harness.sim.revoke_key(&test_key("AcmeOwner")).unwrap();
+
+    // The balance call waits on the old key while Alice relinks with a valid one.
+    let pending = harness
+        .discord
+        .send_command(harness.sms(ALICE, "balance", vec![]))
+        .await
+        .expect("interaction sent");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    harness.link(ALICE, &test_key("AcmeMember")).await;
+    let text = final_text(&harness.wait_final(&pending).await);
+    assert!(text.contains("no longer accepts"), "{text}");
+
+    let text = final_text(&harness.run_sms(ALICE, "whoami", vec![]).await);
+    assert!(text.contains(&masked_key("AcmeMember")), "{text}");
+    assert!(
+        text.contains("active"),
+        "the newer link was revoked: {text}"
+    );
+    assert!(
+        harness.discord.dm_messages_to(ALICE).is_empty(),
+        "a revocation DM was sent"
+    );
+    assert!(harness
+        .discord
+        .member_roles(ALICE)
+        .contains(&harness.linked_role_id));
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlink_reports_discord_failure() {
+    let harness = Harness::start().await;
+    harness.link(ALICE, &test_key("AcmeOwner")).await;
+    harness.link(BOB, &test_key("AcmeMember")).await;
+    harness.discord.script_error(ScriptedError {
+        method: "DELETE".to_owned(),
+        path: "/api/v10/guilds/*/members/*/roles/*".to_owned(),
+        status: 403,
+        code: 50013,
+        message: "Missing Permissions".to_owned(),
+        times: Some(1),
+        retry_after: None,
+    });
+
+    let text = final_text(&harness.run_sms(ALICE, "unlink", vec![]).await);
+    assert!(
+        text.contains("could not remove the linked-customer role"),
+        "{text}"
+    );
+    assert!(text.contains("missing a permission"), "{text}");
+    assert!(text.contains("link and the stored key are gone"), "{text}");
+    let text = final_text(&harness.run_sms(ALICE, "whoami", vec![]).await);
+    assert!(text.contains("have not linked"), "{text}");
+
+    // Bob, linked to the same account, keeps the channel.
+    let channel = harness
+        .discord
+        .guild_channels()
+        .into_iter()
+        .find(|c| c["parent_id"].as_str() == Some(&harness.category_id.to_string()))
+        .expect("account channel");
+    let overwrite_ids: Vec<&str> = channel["permission_overwrites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["id"].as_str())
+        .collect();
+    assert!(
+        overwrite_ids.contains(&BOB.to_string().as_str()),
+        "Bob lost access: {overwrite_ids:?}"
+    );
+    assert!(
+        !overwrite_ids.contains(&ALICE.to_string().as_str()),
+        "Alice kept access"
+    );
+    assert!(harness
+        .discord
+        .member_roles(BOB)
+        .contains(&harness.linked_role_id));
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_errors_on_commands() {
+    let harness = Harness::start().await;
+    harness.link(ALICE, &test_key("AcmeOwner")).await;
+    harness.sim.add_fault(Fault {
+        key: Some(test_key("AcmeOwner")),
+        path: Some("/usage".to_owned()),
+        times: Some(1),
+        kind: FaultKind::Suspended,
+    });
+    harness.sim.add_fault(Fault {
+        key: Some(test_key("AcmeOwner")),
+        path: Some("/billing/balance".to_owned()),
+        times: Some(1),
+        kind: FaultKind::NotEnabled {
+            product: "sms".to_owned(),
+        },
+    });
+
+    let text = final_text(&harness.run_sms(ALICE, "usage", vec![]).await);
+    assert!(text.contains("suspended"), "{text}");
+    assert!(text.contains("alerts are paused"), "{text}");
+    let text = final_text(&harness.run_sms(ALICE, "whoami", vec![]).await);
+    assert!(
+        text.contains("active"),
+        "a later success makes the link active again: {text}"
+    );
+    let text = final_text(&harness.run_sms(ALICE, "balance", vec![]).await);
+    assert!(
+        text.contains("does not have the `sms` product enabled"),
+        "{text}"
+    );
+    let text = final_text(&harness.run_sms(ALICE, "balance", vec![]).await);
+    assert!(text.contains("$18.95"), "{text}");
     harness.finish().await;
 }

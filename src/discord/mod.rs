@@ -1,11 +1,14 @@
 //! The Discord surface: the poise framework, its error handling, and the commands. Everything
 //! below this module takes plain values.
 
+mod alert_sender;
+mod alerts;
 mod errors;
 mod guild;
 mod link_modal;
 mod notify;
 mod sms;
+mod support;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +18,8 @@ use poise::serenity_prelude as serenity;
 use crate::config::{CommandScope, Config};
 use crate::linking::LinkService;
 use crate::state::BotState;
+use crate::tickets::TicketService;
+pub use alert_sender::DiscordAlertSender;
 pub use errors::BotError;
 pub use guild::GuildAccess;
 
@@ -24,13 +29,15 @@ pub struct Data {
     pub links: LinkService,
     pub guild: GuildAccess,
     pub state: Arc<BotState>,
+    pub alerts: Arc<crate::alerts::AlertsState>,
+    pub tickets: TicketService,
 }
 
 pub type Context<'a> = poise::Context<'a, Data, BotError>;
 
 /// The command tree that is registered with Discord.
 pub fn commands() -> Vec<poise::Command<Data, BotError>> {
-    vec![sms::sms()]
+    vec![sms::sms(), alerts::alerts(), support::support()]
 }
 
 /// Builds the poise framework. `make_data` runs once, on the first READY, after the commands
@@ -55,6 +62,7 @@ pub fn framework(
                 );
                 metrics::counter!("trackly_bot_commands_total", "command" => ctx.command().qualified_name.clone())
                     .increment(1);
+                alerts::clear_dm_closed(ctx.data(), ctx.author().id.get()).await;
             })
         },
         post_command: |ctx| {
@@ -94,10 +102,23 @@ pub fn framework(
                             count = commands.len(),
                             "commands registered in guild"
                         );
+                        // Commands left from an earlier global registration would show twice.
+                        let global = serenity::Command::get_global_commands(ctx).await?;
+                        if !global.is_empty() {
+                            serenity::Command::set_global_commands(ctx, Vec::new()).await?;
+                            tracing::info!(count = global.len(), "stale global commands removed");
+                        }
                     }
                     _ => {
                         poise::builtins::register_globally(ctx, commands).await?;
                         tracing::info!(count = commands.len(), "commands registered globally");
+                        if let Some(guild_id) = config.guild.id.map(serenity::GuildId::new) {
+                            let stale = guild_id.get_commands(ctx).await?;
+                            if !stale.is_empty() {
+                                guild_id.set_commands(ctx, Vec::new()).await?;
+                                tracing::info!(count = stale.len(), "stale guild commands removed");
+                            }
+                        }
                     }
                 }
                 tracing::info!(
@@ -134,6 +155,20 @@ async fn handle_event(
             interaction: serenity::Interaction::Modal(modal),
         } if modal.data.custom_id == link_modal::CUSTOM_ID => {
             link_modal::handle_submit(ctx, data, modal).await;
+        }
+        serenity::FullEvent::InteractionCreate {
+            interaction: serenity::Interaction::Component(component),
+        } if alerts::is_mute_button(&component.data.custom_id) => {
+            alerts::handle_mute_button(ctx, data, component).await;
+        }
+        serenity::FullEvent::InteractionCreate {
+            interaction: serenity::Interaction::Component(component),
+        } if component
+            .data
+            .custom_id
+            .starts_with(support::CUSTOM_ID_PREFIX) =>
+        {
+            support::handle_component(ctx, data, component).await;
         }
         _ => {}
     }

@@ -93,10 +93,18 @@ async fn status(ctx: Context<'_>) -> Result<(), BotError> {
     };
 
     let trackly = match data.links.trackly().probe().await {
-        Ok(elapsed) => format!("reachable ({})", format_millis(elapsed)),
+        Ok((status, elapsed)) if status.is_server_error() => {
+            format!(
+                "answering with HTTP {} ({})",
+                status.as_u16(),
+                format_millis(elapsed)
+            )
+        }
+        Ok((_, elapsed)) => format!("reachable ({})", format_millis(elapsed)),
         Err(error) => {
             tracing::warn!(%error, "trackly probe failed");
-            format!("unreachable: {error}")
+            // The error kind only: the full error names the configured URL.
+            format!("unreachable ({})", error.kind().replace('_', " "))
         }
     };
 
@@ -107,11 +115,7 @@ async fn status(ctx: Context<'_>) -> Result<(), BotError> {
         .field("Database", database, false)
         .field("Discord gateway", discord, false)
         .field("Trackly API", trackly, false)
-        .field(
-            "Alert poller",
-            "not running: alert delivery is not enabled in this version",
-            false,
-        )
+        .field("Alert poller", alert_poller_text(data).await, false)
         .footer(serenity::CreateEmbedFooter::new(format!(
             "Version {} · up {}h {}m",
             env!("CARGO_PKG_VERSION"),
@@ -341,7 +345,7 @@ async fn whoami(ctx: Context<'_>) -> Result<(), BotError> {
     let result = call_trackly(ctx, |client, key| async move { client.account(&key).await }).await;
     let (link, note) = match result {
         Ok((link, account)) => {
-            data.links.refresh_account(user_id, &account).await?;
+            data.links.refresh_account(&link, &account).await?;
             let refreshed = Link {
                 account_name: account.name,
                 role: account.role,
@@ -400,12 +404,49 @@ where
     let result = ctx.data().links.call(user_id, call).await;
     if let Err(AccountCallError::KeyRejected {
         newly_revoked: true,
+        account_id,
         account_name,
     }) = &result
     {
+        // A revoked key must not keep the account channel or the linked role. The row stays,
+        // so that the user sees why and can relink.
+        let data = ctx.data();
+        let report = data
+            .guild
+            .revoke(data.links.db(), user_id, account_id)
+            .await;
+        tracing::info!(user_id, %account_id, lines = ?report.lines(false), "access revoked with the key");
         notify::notify_key_revoked(ctx.http(), user_id, account_name).await;
     }
     result
+}
+
+/// Describes the poller's last run, the accounts it polled and the outbox backlog.
+async fn alert_poller_text(data: &Data) -> String {
+    let backlog = match data.links.db().pending_delivery_count().await {
+        Ok(count) => format!("{count} pending"),
+        Err(error) => {
+            tracing::error!(%error, "cannot count pending alert deliveries");
+            "unknown (the database did not answer)".to_owned()
+        }
+    };
+    if !data.alerts.is_running() {
+        return format!("not running (alerts.enabled is off) · outbox backlog: {backlog}");
+    }
+    let status = data.alerts.status();
+    let last_run = match status.last_run_at {
+        Some(at) => format!("<t:{}:R> in {} ms", at.timestamp(), status.last_run_ms),
+        None => "no run yet".to_owned(),
+    };
+    format!(
+        "running · last run: {last_run} · accounts polled: {}{} · outbox backlog: {backlog}",
+        status.accounts_polled,
+        if status.accounts_failed > 0 {
+            format!(" ({} failed)", status.accounts_failed)
+        } else {
+            String::new()
+        }
+    )
 }
 
 fn format_millis(duration: Duration) -> String {

@@ -163,19 +163,26 @@ impl Db {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // Default alert preferences for a first link; a relink keeps the user's settings.
+        super::alerts::ensure_preferences(&mut tx, new.discord_user_id, new.now).await?;
         tx.commit().await?;
         Ok(previous)
     }
 
-    /// Deletes the user's link and returns it, if there was one.
+    /// Deletes the user's link, alert preferences and pending alert DMs, and returns the link,
+    /// if there was one.
     pub async fn delete_link(&self, discord_user_id: u64) -> Result<Option<Link>, sqlx::Error> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let sql = format!("DELETE FROM links WHERE discord_user_id = ? RETURNING {LINK_COLUMNS}");
-        sqlx::query(&sql)
+        let removed = sqlx::query(&sql)
             .bind(snowflake_to_db(discord_user_id))
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *tx)
             .await?
             .map(|row| link_from_row(&row))
-            .transpose()
+            .transpose()?;
+        super::alerts::delete_user_alerts(&mut tx, discord_user_id).await?;
+        tx.commit().await?;
+        Ok(removed)
     }
 
     /// Sets the link's status and returns whether it changed, so that a caller reacts to a
@@ -199,11 +206,36 @@ impl Db {
         Ok(result.rows_affected() == 1)
     }
 
-    /// Records a successful call with the user's key: refreshes the account name and role, and
-    /// makes a suspended link active again. A revoked link stays revoked.
+    /// Like [`Db::set_link_status`], but only while the link still holds `sealed_key`: an answer
+    /// about a key the user has since replaced must not change the new link.
+    pub async fn set_link_status_for_key(
+        &self,
+        discord_user_id: u64,
+        sealed_key: &SealedKey,
+        status: LinkStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool, sqlx::Error> {
+        let result = sqlx::query(
+            "UPDATE links SET status = ?, status_changed_at_ms = ?
+             WHERE discord_user_id = ? AND key_sealed = ? AND status != ?",
+        )
+        .bind(status.as_str())
+        .bind(to_millis(now))
+        .bind(snowflake_to_db(discord_user_id))
+        .bind(&sealed_key.bytes)
+        .bind(status.as_str())
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Records a successful call with `sealed_key`: refreshes the account name and role, and
+    /// makes a suspended link active again. A revoked link stays revoked, and a link whose key
+    /// was replaced meanwhile is left alone.
     pub async fn record_validation(
         &self,
         discord_user_id: u64,
+        sealed_key: &SealedKey,
         account_name: &str,
         role: &str,
         now: DateTime<Utc>,
@@ -211,23 +243,44 @@ impl Db {
         sqlx::query(
             "UPDATE links SET account_name = ?, role = ?, validated_at_ms = ?,
                  status = CASE WHEN status = 'suspended' THEN 'active' ELSE status END
-             WHERE discord_user_id = ?",
+             WHERE discord_user_id = ? AND key_sealed = ?",
         )
         .bind(account_name)
         .bind(role)
         .bind(to_millis(now))
         .bind(snowflake_to_db(discord_user_id))
+        .bind(&sealed_key.bytes)
         .execute(self.pool())
         .await?;
         Ok(())
     }
 
-    /// Counts the links of an account, of any status.
-    pub async fn count_account_links(&self, account_id: &str) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM links WHERE account_id = ?")
-            .bind(account_id)
-            .fetch_one(self.pool())
-            .await
+    /// Returns the Discord users linked to an account, of any status.
+    pub async fn account_user_ids(&self, account_id: &str) -> Result<Vec<u64>, sqlx::Error> {
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT discord_user_id FROM links WHERE account_id = ?")
+                .bind(account_id)
+                .fetch_all(self.pool())
+                .await?;
+        Ok(ids.into_iter().map(snowflake_from_db).collect())
+    }
+
+    /// Returns any one stored sealed key with its owner, to check at start that the configured
+    /// encryption key opens the stored values.
+    pub async fn any_sealed_key(&self) -> Result<Option<(u64, SealedKey)>, sqlx::Error> {
+        let row = sqlx::query("SELECT discord_user_id, key_id, key_sealed FROM links LIMIT 1")
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|row| {
+            Ok((
+                snowflake_from_db(row.try_get("discord_user_id")?),
+                SealedKey {
+                    key_id: row.try_get("key_id")?,
+                    bytes: row.try_get("key_sealed")?,
+                },
+            ))
+        })
+        .transpose()
     }
 
     pub async fn account_channel(
@@ -418,7 +471,7 @@ mod tests {
         db.set_link_status(7, LinkStatus::Suspended, Utc::now())
             .await
             .unwrap();
-        db.record_validation(7, "Acme 2", "member", Utc::now())
+        db.record_validation(7, &key, "Acme 2", "member", Utc::now())
             .await
             .unwrap();
         let link = db.link(7).await.unwrap().unwrap();
@@ -428,13 +481,45 @@ mod tests {
         db.set_link_status(7, LinkStatus::Revoked, Utc::now())
             .await
             .unwrap();
-        db.record_validation(7, "Acme 2", "member", Utc::now())
+        db.record_validation(7, &key, "Acme 2", "member", Utc::now())
             .await
             .unwrap();
         assert_eq!(
             db.link(7).await.unwrap().unwrap().status,
             LinkStatus::Revoked
         );
+    }
+
+    #[tokio::test]
+    async fn key_conditions_ignore_replaced_key() {
+        let (db, _dir) = test_db().await;
+        let old_key = sealed(1);
+        let new_key = sealed(2);
+        db.upsert_link(&new_link(7, "acc_a", &old_key))
+            .await
+            .unwrap();
+        db.upsert_link(&new_link(7, "acc_b", &new_key))
+            .await
+            .unwrap();
+
+        let changed = db
+            .set_link_status_for_key(7, &old_key, LinkStatus::Revoked, Utc::now())
+            .await
+            .unwrap();
+        assert!(!changed, "an answer about the old key changed the new link");
+        db.record_validation(7, &old_key, "Old name", "viewer", Utc::now())
+            .await
+            .unwrap();
+        let link = db.link(7).await.unwrap().unwrap();
+        assert_eq!(link.status, LinkStatus::Active);
+        assert_eq!(link.account_name, "Acme");
+
+        assert!(db
+            .set_link_status_for_key(7, &new_key, LinkStatus::Revoked, Utc::now())
+            .await
+            .unwrap());
+        assert_eq!(db.account_user_ids("acc_b").await.unwrap(), vec![7]);
+        assert_eq!(db.any_sealed_key().await.unwrap().unwrap().1, new_key);
     }
 
     #[tokio::test]

@@ -1,7 +1,9 @@
 //! The SQLite database: opening it with explicit WAL and busy-timeout settings, the embedded
 //! migrations, and typed queries grouped by feature.
 
+pub mod alerts;
 pub mod links;
+pub mod tickets;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,6 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use links::{AccountChannel, AttemptOutcome, AttemptSlot, Link, LinkStatus, NewLink};
+pub use tickets::{NewTicket, Reservation, ReservationRecord, ReservationState, TicketFilter};
 
 /// Migrations compiled into the binary, applied on every start.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -8,14 +8,14 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::StatusCode;
+pub use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::config::TracklyConfig;
 pub use retry::RetryPolicy;
-pub use types::{format_count, Account, Balance, Money, Usage, UsagePeriod};
+pub use types::{format_count, Account, Balance, EventsPage, Money, Usage, UsagePeriod};
 use types::{AccountEnvelope, BalanceEnvelope, UsageEnvelope};
 
 const API_KEY_HEADER: &str = "X-Api-Key";
@@ -83,7 +83,7 @@ impl fmt::Display for ApiKey {
     }
 }
 
-/// What went wrong with a Trackly call, sorted by what the user or the bot should do about it.
+/// Errors of a Trackly call, sorted by what the user or the bot should do about them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TracklyError {
     /// Any 401: the key is wrong, deleted or rotated.
@@ -108,7 +108,7 @@ pub enum TracklyError {
 }
 
 impl TracklyError {
-    /// Whether a later attempt may succeed: 5xx, 429, connection failures and timeouts.
+    /// Returns whether a later attempt may succeed: 5xx, 429, connection failures and timeouts.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -118,7 +118,7 @@ impl TracklyError {
         )
     }
 
-    /// A short machine-readable kind for logs and metrics.
+    /// Returns a short machine-readable kind for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             TracklyError::InvalidKey { .. } => "invalid_key",
@@ -156,6 +156,9 @@ impl TracklyClient {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(config.connect_timeout())
+            // reqwest strips only standard credential headers on a cross-origin redirect, so
+            // following one could send `X-Api-Key` to another host. Trackly does not redirect.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("trackly-bot/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(TracklyClient {
@@ -194,14 +197,30 @@ impl TracklyClient {
         Ok(envelope.balance)
     }
 
-    /// Sends one unauthenticated request and returns how long any HTTP answer took: a 401 still
-    /// proves that Trackly is reachable. No retries, so `/sms status` stays quick.
-    pub async fn probe(&self) -> Result<Duration, TracklyError> {
+    /// `GET /events?after=...&limit=...`: the account's alert feed, oldest first. Without
+    /// `after` the page is empty and its cursor points at the newest event.
+    pub async fn events(
+        &self,
+        key: &ApiKey,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<EventsPage, TracklyError> {
+        let limit = limit.clamp(1, 500).to_string();
+        let mut query = vec![("limit", limit.as_str())];
+        if let Some(after) = after {
+            query.push(("after", after));
+        }
+        self.get_json(key, "/events", &query).await
+    }
+
+    /// Sends one unauthenticated request and returns the HTTP status and how long it took: a 401
+    /// still proves that Trackly is reachable. No retries, so `/sms status` stays quick.
+    pub async fn probe(&self) -> Result<(StatusCode, Duration), TracklyError> {
         let started = Instant::now();
         let url = format!("{}/account", self.base_url);
         let timeout = self.request_timeout.min(Duration::from_secs(5));
         match self.http.get(url).timeout(timeout).send().await {
-            Ok(_) => Ok(started.elapsed()),
+            Ok(response) => Ok((response.status(), started.elapsed())),
             Err(error) => Err(transport_error(&error, timeout)),
         }
     }
@@ -293,8 +312,8 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(3600.0)))
 }
 
-/// Maps a non-2xx answer to an error, switching on `code` when present and falling back to the
-/// `error` text, because Trackly omits `code` on some answers (the suspension 403 among them).
+/// Maps a non-2xx response to an error, switching on `code` when present and falling back to the
+/// `error` text, because Trackly omits `code` on some responses (the suspension 403 among them).
 fn classify_error(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> TracklyError {
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let code = parsed.as_ref().and_then(|b| b.code.clone());
@@ -320,6 +339,9 @@ fn classify_error(status: StatusCode, body: &[u8], retry_after: Option<Duration>
                 TracklyError::Forbidden { message: text }
             }
         }
+        300..=399 => TracklyError::UnexpectedResponse {
+            detail: format!("HTTP {status}: a redirect, which is not followed"),
+        },
         404 => TracklyError::NotFound,
         400 if code.as_deref() == Some("not_found") => TracklyError::NotFound,
         429 => TracklyError::RateLimited { retry_after },
@@ -422,6 +444,10 @@ mod tests {
         ));
         assert!(matches!(
             classify(418, r#"{"error":"teapot"}"#),
+            TracklyError::UnexpectedResponse { .. }
+        ));
+        assert!(matches!(
+            classify(307, ""),
             TracklyError::UnexpectedResponse { .. }
         ));
         assert!(matches!(

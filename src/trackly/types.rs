@@ -78,6 +78,16 @@ pub struct Balance {
     pub next_charge_at_segments: Option<u64>,
 }
 
+/// One page of `GET /events`. Events stay raw JSON here so that one malformed or unknown event
+/// never fails the whole page; the alerts module reads each one.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EventsPage {
+    pub events: Vec<serde_json::Value>,
+    pub next_cursor: String,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
 #[derive(Deserialize)]
 pub(crate) struct AccountEnvelope {
     pub account: Account,

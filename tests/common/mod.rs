@@ -21,10 +21,27 @@ const ENCRYPTION_KEY: &str = "dHJhY2tseS1ib3QtZTJlLWVuY3J5cHRpb24ta2V5ISE="; // 
 /// Time a command may take from dispatch to its final reply in these tests.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(40);
 
-/// Returns a well-formed API key: `trk_` and `name` padded with zeros to 32 characters.
+/// Returns a well-formed API key: `trk_`, `name` padded with zeros to 28 characters, and four
+/// digits derived from `name`, so that keys of different names differ in their last four
+/// characters (the simulator's fingerprint and the masked form).
 pub fn test_key(name: &str) -> String {
-    assert!(name.len() <= 32 && name.bytes().all(|b| b.is_ascii_alphanumeric()));
-    format!("trk_{name:0<32}")
+    assert!(name.len() <= 28 && name.bytes().all(|b| b.is_ascii_alphanumeric()));
+    format!("trk_{name:0<28}{:04}", key_suffix(name))
+}
+
+fn key_suffix(name: &str) -> u32 {
+    name.bytes()
+        .fold(17u32, |hash, byte| (hash * 31 + u32::from(byte)) % 10_000)
+}
+
+/// Returns the masked form of `test_key(name)`, as the bot shows it.
+pub fn masked_key(name: &str) -> String {
+    format!("trk_…{:04}", key_suffix(name))
+}
+
+/// Returns the simulator's fingerprint (last four characters) of `test_key(name)`.
+pub fn key_fingerprint(name: &str) -> String {
+    format!("{:04}", key_suffix(name))
 }
 
 pub fn user(id: u64) -> FakeUser {
@@ -89,7 +106,7 @@ status = "active"
 created_at = "2026-01-02T03:04:05Z"
 lists = []
 [[accounts.keys]]
-key = "trk_Beta0000000000000000000000000000"
+key = "{beta_key}"
 role = "viewer"
 [accounts.usage.today]
 outbound_messages = 1
@@ -118,6 +135,7 @@ next_charge_at_segments = 10000
 "#,
     );
     // The first account's list table must come after its usage and balance tables in TOML.
+    let text = text.replace("{beta_key}", &test_key("Beta"));
     Seed::from_toml_str(&text).expect("test seed parses")
 }
 
@@ -129,6 +147,8 @@ pub struct Options {
     pub acme_keys: Vec<&'static str>,
     /// Appended to the bot's config.toml, for sections such as `[alerts]` or `[support]`.
     pub extra_config: String,
+    /// Serve `/healthz` and `/metrics` on a free port of 127.0.0.1.
+    pub health_server: bool,
 }
 
 impl Default for Options {
@@ -138,6 +158,7 @@ impl Default for Options {
             rust_log: "info,trackly_bot=trace".to_owned(),
             acme_keys: vec!["AcmeOwner", "AcmeMember"],
             extra_config: String::new(),
+            health_server: false,
         }
     }
 }
@@ -163,9 +184,21 @@ impl Harness {
     }
 
     pub async fn start_with(options: Options) -> Harness {
+        Self::start_with_setup(options, |_| String::new()).await
+    }
+
+    /// Starts like `start_with`, but first runs `setup` on the fake (to add channels, say)
+    /// before the bot starts. The text `setup` returns is appended to the bot's config.toml.
+    pub async fn start_with_setup(
+        mut options: Options,
+        setup: impl FnOnce(&FakeDiscord) -> String,
+    ) -> Harness {
         let discord = FakeDiscord::start(FakeDiscordConfig::default())
             .await
             .expect("fake Discord starts");
+        let extra = setup(&discord);
+        options.extra_config.push('\n');
+        options.extra_config.push_str(&extra);
         let sim = Simulator::start(seed(&options.acme_keys), "127.0.0.1:0".parse().unwrap())
             .await
             .expect("simulator starts");
@@ -234,11 +267,16 @@ command_scope = "guild"
 
 {guild}
 [http]
-listen = ""
+listen = "{listen}"
 
 {extra}
 "#,
             extra = self.options.extra_config,
+            listen = if self.options.health_server {
+                "127.0.0.1:0"
+            } else {
+                ""
+            },
             db = self.db_path().display(),
             trackly = self.sim.base_url(),
             rest = self.discord.rest_base(),
@@ -282,6 +320,39 @@ listen = ""
                 self.logs()
             );
         }
+    }
+
+    /// Sends SIGTERM to the bot and waits until it exits.
+    pub async fn terminate_bot(&mut self) -> std::process::ExitStatus {
+        let mut child = self.bot.take().expect("the bot is running");
+        let pid = child.id().expect("the bot has a process id");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+        match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
+            Ok(status) => status.expect("exit status"),
+            Err(_) => panic!(
+                "the bot did not stop within 20 s of SIGTERM\n{}",
+                self.tail_logs()
+            ),
+        }
+    }
+
+    /// Returns the address the health server reported in the log.
+    pub fn health_addr(&self) -> String {
+        let logs = self.logs();
+        let line = logs
+            .lines()
+            .find(|line| line.contains("health server listening"))
+            .unwrap_or_else(|| panic!("no health server in the log:\n{}", self.tail_logs()));
+        let start = line.find("addr=").expect("addr field") + "addr=".len();
+        line[start..]
+            .split_whitespace()
+            .next()
+            .expect("address")
+            .to_owned()
     }
 
     /// Kills the bot (SIGKILL) and starts it again on the same database.
@@ -428,9 +499,8 @@ listen = ""
             !logs.contains(DISCORD_TOKEN),
             "the bot token appears in the log"
         );
-        for name in &self.options.acme_keys {
-            let key = test_key(name);
-            assert!(!logs.contains(&key), "API key {name} appears in the log");
+        if let Some(line) = logs.lines().find(|line| contains_api_key(line)) {
+            panic!("an API key appears in the bot's log: {line}");
         }
         if let Some(mut child) = self.bot.take() {
             let _ = child.kill().await;
@@ -467,4 +537,12 @@ pub fn database_contains(path: &Path, needle: &[u8]) -> bool {
             Ok(bytes) => bytes.windows(needle.len()).any(|window| window == needle),
             Err(_) => false,
         })
+}
+
+/// Returns whether `text` contains `trk_` followed by 32 letters or digits: any well-formed key.
+pub fn contains_api_key(text: &str) -> bool {
+    text.match_indices("trk_").any(|(position, _)| {
+        let body = &text.as_bytes()[position + 4..];
+        body.len() >= 32 && body[..32].iter().all(u8::is_ascii_alphanumeric)
+    })
 }

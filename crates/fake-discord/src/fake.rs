@@ -315,9 +315,81 @@ impl FakeDiscord {
         self.shared.lock().attachments.get(&attachment_id).cloned()
     }
 
+    /// Stores a message that `author` wrote in a channel or thread, with `files` (name and
+    /// bytes) as attachments, and returns its id. The bot reads it through message history.
+    pub fn post_user_message(
+        &self,
+        channel_id: u64,
+        author: &FakeUser,
+        content: &str,
+        files: &[(String, Vec<u8>)],
+    ) -> anyhow::Result<u64> {
+        let result = self
+            .shared
+            .update(|state| inject::user_message(state, channel_id, author, content, files));
+        result.map_err(|error| self.error_with_log("cannot post the user message", &error))
+    }
+
+    /// Archives a thread as Discord's auto-archive does after inactivity, and sends
+    /// THREAD_UPDATE to the bot.
+    pub fn auto_archive_thread(&self, thread_id: u64) -> anyhow::Result<()> {
+        let result = self
+            .shared
+            .update(|state| inject::auto_archive_thread(state, thread_id));
+        result.map_err(|error| self.error_with_log("cannot archive the thread", &error))
+    }
+
+    /// Deletes a thread with its messages, as a moderator can in Discord's client, and sends
+    /// THREAD_DELETE to the bot. Later requests for the thread get 10003 Unknown Channel.
+    pub fn delete_thread(&self, thread_id: u64) -> anyhow::Result<()> {
+        let result = self
+            .shared
+            .update(|state| inject::delete_thread(state, thread_id));
+        result.map_err(|error| self.error_with_log("cannot delete the thread", &error))
+    }
+
+    /// Returns the messages the bot created for an interaction (responses and followups,
+    /// ephemeral ones included), oldest first, so that a test can click their buttons.
+    pub fn interaction_messages(&self, interaction_id: u64) -> Vec<Value> {
+        let state = self.shared.lock();
+        let Some(interaction) = state.interactions.get(&interaction_id) else {
+            return Vec::new();
+        };
+        interaction
+            .message_ids
+            .iter()
+            .filter_map(|message_id| state.messages.get(message_id))
+            .map(|message| message.value.clone())
+            .collect()
+    }
+
+    /// Returns a stored message, ephemeral ones included.
+    pub fn message(&self, message_id: u64) -> Option<Value> {
+        self.shared
+            .lock()
+            .messages
+            .get(&message_id)
+            .map(|message| message.value.clone())
+    }
+
     /// Stores a user that `GET /users/{id}` returns and makes them a guild member.
     pub fn add_user(&self, user: FakeUser) {
         self.shared.update(|state| state.add_user(user));
+    }
+
+    /// Makes the user a guild member (storing them when new) and gives them a role, as a
+    /// server admin would. Later interactions of the user carry the role.
+    pub fn add_member_role(&self, user: FakeUser, role_id: u64) {
+        self.shared.update(|state| {
+            let user_id = user.id;
+            state.add_user(user);
+            if let Some(member) = state.members.get_mut(&user_id) {
+                if !member.roles.contains(&role_id) {
+                    member.roles.push(role_id);
+                }
+            }
+            state.log_line(format!("role {role_id} given to user {user_id}"));
+        });
     }
 
     /// Adds a guild channel (type 0 text, 4 category, ...) and returns its id. A connected bot

@@ -4,8 +4,9 @@
 
 use serde_json::{json, Value};
 
-use crate::payloads;
-use crate::state::{snowflake, State};
+use crate::payloads::{self, PRIVATE_THREAD};
+use crate::permissions::MANAGE_THREADS;
+use crate::state::{is_thread, now_timestamp, snowflake, State, INTENT_GUILDS};
 use crate::types::{ButtonClick, FakeUser, InteractionRef, ModalSubmit, OptionValue, SlashCommand};
 
 /// Interaction types.
@@ -47,6 +48,7 @@ pub(crate) fn slash_command(
         command.guild_id,
         Some(&command.member_roles),
     );
+    ensure_can_see(state, command.user.id, command.channel_id)?;
     let command_id = snowflake(&registered["id"]).unwrap_or(0);
     let data = payloads::command_data(
         command_id,
@@ -140,6 +142,7 @@ pub(crate) fn button_click(
     }
 
     remember_user(state, &click.user, click.guild_id, None);
+    ensure_can_see(state, click.user.id, click.channel_id)?;
     let (reference, mut payload) = state.new_interaction(
         MESSAGE_COMPONENT,
         &click.user,
@@ -158,6 +161,144 @@ pub(crate) fn button_click(
         reference.id, click.custom_id, click.user.id
     ));
     Ok(reference)
+}
+
+/// Stores a message that `author` wrote in a channel, with `files` (name and bytes) as
+/// attachments, and returns the message id. The message reaches the bot only through REST
+/// (history), because the bot does not request the message content intent.
+pub(crate) fn user_message(
+    state: &mut State,
+    channel_id: u64,
+    author: &FakeUser,
+    content: &str,
+    files: &[(String, Vec<u8>)],
+) -> Result<u64, String> {
+    let Some(channel) = state.channels.get(&channel_id).cloned() else {
+        return Err(format!("channel {channel_id} is not stored in the fake"));
+    };
+    if content.is_empty() && files.is_empty() {
+        return Err("a message needs content or at least one file".to_string());
+    }
+    if is_thread(&channel) && channel["thread_metadata"]["locked"] == true {
+        return Err(format!(
+            "thread {channel_id} is locked; users cannot post in it"
+        ));
+    }
+    state.add_user(author.clone());
+
+    let mut attachments = Vec::with_capacity(files.len());
+    for (filename, data) in files {
+        let attachment_id = state.next_id();
+        attachments.push(payloads::attachment(
+            attachment_id,
+            filename,
+            None,
+            data.len(),
+            None,
+        ));
+        state.attachments.insert(attachment_id, data.clone());
+    }
+    // A user writing in an archived, unlocked thread unarchives it, as on Discord.
+    if is_thread(&channel) && channel["thread_metadata"]["archived"] == true {
+        if let Some(thread) = state.channels.get_mut(&channel_id) {
+            thread["thread_metadata"]["archived"] = Value::Bool(false);
+        }
+    }
+
+    let message_id = state.next_id();
+    let message = payloads::message(
+        payloads::MessageFields {
+            id: message_id,
+            channel_id,
+            guild_id: snowflake(&channel["guild_id"]),
+            author,
+            timestamp: &now_timestamp(),
+            kind: 0,
+            application_id: None,
+            attachments,
+        },
+        &json!({ "content": content }),
+    );
+    state.store_message(message, false);
+    state.log_line(format!(
+        "user {} wrote message {message_id} in channel {channel_id}",
+        author.id
+    ));
+    Ok(message_id)
+}
+
+/// Archives a thread as Discord does after its auto-archive duration without activity, and
+/// sends THREAD_UPDATE.
+pub(crate) fn auto_archive_thread(state: &mut State, thread_id: u64) -> Result<(), String> {
+    let Some(thread) = state.channels.get_mut(&thread_id) else {
+        return Err(format!("thread {thread_id} is not stored in the fake"));
+    };
+    if !is_thread(thread) {
+        return Err(format!("channel {thread_id} is not a thread"));
+    }
+    thread["thread_metadata"]["archived"] = Value::Bool(true);
+    thread["thread_metadata"]["archive_timestamp"] = json!(now_timestamp());
+    let updated = thread.clone();
+    state.log_line(format!("thread {thread_id} auto-archived"));
+    state.dispatch_change(INTENT_GUILDS, "THREAD_UPDATE", updated);
+    Ok(())
+}
+
+/// Checks that the user can see the channel, because Discord's client cannot send an
+/// interaction from a channel the user does not see. A private thread is visible only to its
+/// members and to members with Manage Threads (or Administrator) in its parent channel.
+fn ensure_can_see(state: &State, user_id: u64, channel_id: u64) -> Result<(), String> {
+    let Some(channel) = state.channels.get(&channel_id) else {
+        return Ok(());
+    };
+    if channel["type"] != PRIVATE_THREAD {
+        return Ok(());
+    }
+    let is_member = state
+        .thread_members
+        .get(&channel_id)
+        .is_some_and(|members| members.contains_key(&user_id));
+    let roles = state
+        .members
+        .get(&user_id)
+        .map(|member| member.roles.clone())
+        .unwrap_or_default();
+    let manages_threads =
+        state.member_permissions(user_id, &roles, channel_id) & MANAGE_THREADS != 0;
+    if is_member || manages_threads {
+        Ok(())
+    } else {
+        Err(format!(
+            "user {user_id} cannot see private thread {channel_id}: only its members and \
+             members with Manage Threads can, so Discord would never send this interaction"
+        ))
+    }
+}
+
+/// Deletes a thread as a user with Manage Threads can in Discord's client: the thread, its
+/// members and its messages disappear, later requests for it get 10003 Unknown Channel, and
+/// the bot receives THREAD_DELETE.
+pub(crate) fn delete_thread(state: &mut State, thread_id: u64) -> Result<(), String> {
+    let Some(thread) = state.channels.get(&thread_id).cloned() else {
+        return Err(format!("thread {thread_id} is not stored in the fake"));
+    };
+    if !is_thread(&thread) {
+        return Err(format!("channel {thread_id} is not a thread"));
+    }
+    state.channels.remove(&thread_id);
+    state.thread_members.remove(&thread_id);
+    state
+        .messages
+        .retain(|_, message| message.channel_id() != thread_id);
+    state.log_line(format!("thread {thread_id} deleted by a user"));
+    let deleted = json!({
+        "id": thread["id"],
+        "guild_id": thread["guild_id"],
+        "parent_id": thread["parent_id"],
+        "type": thread["type"],
+    });
+    state.dispatch_change(INTENT_GUILDS, "THREAD_DELETE", deleted);
+    Ok(())
 }
 
 fn ensure_session(state: &State) -> Result<(), String> {

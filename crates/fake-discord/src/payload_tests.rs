@@ -716,3 +716,123 @@ fn hello_and_ack_frames_parse() {
     let ack: GatewayEvent = parse("heartbeat ACK", &json!({"op": 11}));
     assert!(matches!(ack, GatewayEvent::HeartbeatAck));
 }
+
+#[test]
+fn ticket_thread_payloads_deserialize() {
+    let mut harness = Harness::new();
+    let config = harness.config();
+    harness.state.add_user(alice());
+    harness.identify();
+    harness.next_event::<Ready>("READY");
+    harness.next_event::<Guild>("GUILD_CREATE");
+
+    let thread = harness.rest(
+        Method::POST,
+        &format!("/api/v10/channels/{}/threads", config.general_channel_id()),
+        Some(json!({"name": "T-1 help", "type": 12, "invitable": false})),
+    );
+    harness.next_event::<GuildChannel>("THREAD_CREATE");
+    let thread_id: u64 = thread["id"].as_str().unwrap().parse().unwrap();
+
+    let message_id = inject::user_message(
+        &mut harness.state,
+        thread_id,
+        &alice(),
+        "my SMS are stuck",
+        &[("log.txt".to_string(), b"line".to_vec())],
+    )
+    .unwrap();
+    let history = harness.rest(
+        Method::GET,
+        &format!("/api/v10/channels/{thread_id}/messages?limit=100"),
+        None,
+    );
+    let history: Vec<Message> = parse("thread history", &history);
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].id.get(), message_id);
+    assert_eq!(history[0].author.id.get(), alice().id);
+    assert_eq!(history[0].attachments[0].filename, "log.txt");
+
+    inject::auto_archive_thread(&mut harness.state, thread_id).unwrap();
+    let (archived, event) = harness.next_event::<GuildChannel>("THREAD_UPDATE");
+    assert!(matches!(event, Event::ThreadUpdate(_)));
+    assert!(archived.thread_metadata.unwrap().archived);
+
+    // An archived thread accepts only a change that unarchives it.
+    let (status, body) = respond_for_test(
+        &mut harness.state,
+        Method::PATCH,
+        &format!("/api/v10/channels/{thread_id}"),
+        Some(json!({"locked": true})),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body.unwrap()["code"], 50083);
+    let reopened = harness.rest(
+        Method::PATCH,
+        &format!("/api/v10/channels/{thread_id}"),
+        Some(json!({"archived": false, "locked": false})),
+    );
+    let reopened: GuildChannel = parse("unarchived thread", &reopened);
+    assert!(!reopened.thread_metadata.unwrap().archived);
+}
+
+#[test]
+fn archived_thread_rejects_message_edit() {
+    let mut harness = Harness::new();
+    let config = harness.config();
+    let thread = harness.rest(
+        Method::POST,
+        &format!("/api/v10/channels/{}/threads", config.general_channel_id()),
+        Some(json!({"name": "T-2", "type": 12})),
+    );
+    let thread_id: u64 = thread["id"].as_str().unwrap().parse().unwrap();
+    let message = harness.rest(
+        Method::POST,
+        &format!("/api/v10/channels/{thread_id}/messages"),
+        Some(json!({"content": "summary"})),
+    );
+    let message_id = message["id"].as_str().unwrap().to_string();
+    inject::auto_archive_thread(&mut harness.state, thread_id).unwrap();
+
+    let (status, body) = respond_for_test(
+        &mut harness.state,
+        Method::PATCH,
+        &format!("/api/v10/channels/{thread_id}/messages/{message_id}"),
+        Some(json!({"content": "claimed"})),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body.unwrap()["code"], 50083);
+    assert!(inject::auto_archive_thread(&mut harness.state, 1).is_err());
+}
+
+#[test]
+fn deleted_thread_dispatches_thread_delete() {
+    let mut harness = Harness::new();
+    let config = harness.config();
+    harness.identify();
+    harness.next_event::<Ready>("READY");
+    harness.next_event::<Guild>("GUILD_CREATE");
+    let thread = harness.rest(
+        Method::POST,
+        &format!("/api/v10/channels/{}/threads", config.general_channel_id()),
+        Some(json!({"name": "T-3", "type": 12, "invitable": false})),
+    );
+    harness.next_event::<GuildChannel>("THREAD_CREATE");
+    let thread_id: u64 = thread["id"].as_str().unwrap().parse().unwrap();
+
+    inject::delete_thread(&mut harness.state, thread_id).unwrap();
+    let (deleted, event) =
+        harness.next_event::<serenity::model::channel::PartialGuildChannel>("THREAD_DELETE");
+    assert!(matches!(event, Event::ThreadDelete(_)));
+    assert_eq!(deleted.id.get(), thread_id);
+
+    let (status, body) = respond_for_test(
+        &mut harness.state,
+        Method::GET,
+        &format!("/api/v10/channels/{thread_id}"),
+        None,
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body.unwrap()["code"], 10003);
+    assert!(inject::delete_thread(&mut harness.state, thread_id).is_err());
+}

@@ -103,6 +103,11 @@ fn modify_channel(state: &mut State, request: &Request, channel_id: u64) -> Repl
     let Some(channel) = state.channels.get_mut(&channel_id) else {
         return Reply::unknown_channel();
     };
+    // Discord accepts changes to an archived thread only in a request that also unarchives it.
+    let unarchives = body.get("archived") == Some(&Value::Bool(false));
+    if is_thread(channel) && channel["thread_metadata"]["archived"] == true && !unarchives {
+        return Reply::error(StatusCode::BAD_REQUEST, 50083, "Thread is archived");
+    }
     if is_thread(channel) {
         for key in ["name", "rate_limit_per_user", "flags", "applied_tags"] {
             if let Some(value) = body.get(key) {

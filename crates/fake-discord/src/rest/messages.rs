@@ -14,6 +14,14 @@ const MAX_CONTENT_CHARS: usize = 2000;
 const MAX_EMBEDS: usize = 10;
 /// Discord's limit on the characters of all embeds of a message together.
 const MAX_EMBED_TOTAL_CHARS: usize = 6000;
+/// Discord's limits on the parts of one embed, in characters (fields: in count).
+const MAX_EMBED_TITLE_CHARS: usize = 256;
+const MAX_EMBED_DESCRIPTION_CHARS: usize = 4096;
+const MAX_EMBED_FIELDS: usize = 25;
+const MAX_FIELD_NAME_CHARS: usize = 256;
+const MAX_FIELD_VALUE_CHARS: usize = 1024;
+const MAX_FOOTER_TEXT_CHARS: usize = 2048;
+const MAX_AUTHOR_NAME_CHARS: usize = 256;
 /// Default and maximum of `limit` on `GET /channels/{channel}/messages`.
 const DEFAULT_HISTORY_LIMIT: usize = 50;
 const MAX_HISTORY_LIMIT: usize = 100;
@@ -56,7 +64,17 @@ pub(super) fn route(state: &mut State, request: &Request, segments: &[&str]) -> 
             };
             match *method {
                 Method::GET => Reply::ok(state.messages[&message_id].value.clone()),
-                Method::PATCH => edit(state, request, message_id),
+                Method::PATCH => {
+                    let channel = &state.channels[&channel_id];
+                    if is_thread(channel) && channel["thread_metadata"]["archived"] == true {
+                        return Some(Reply::error(
+                            StatusCode::BAD_REQUEST,
+                            50083,
+                            "Thread is archived",
+                        ));
+                    }
+                    edit(state, request, message_id)
+                }
                 Method::DELETE => {
                     state.messages.remove(&message_id);
                     Reply::no_content()
@@ -92,6 +110,9 @@ pub(super) fn check_message_body(
             &format!("Must be {MAX_EMBEDS} or fewer in length."),
         ));
     }
+    for (index, embed) in embeds.iter().enumerate() {
+        check_embed(index, embed)?;
+    }
     let embed_chars: usize = embeds.iter().map(embed_text_chars).sum();
     if embed_chars > MAX_EMBED_TOTAL_CHARS {
         return Err(Reply::invalid_form(
@@ -114,6 +135,66 @@ pub(super) fn check_message_body(
             50006,
             "Cannot send an empty message",
         ));
+    }
+    Ok(())
+}
+
+/// Checks the per-part limits of one embed. Discord returns 400 with code 50035 and the
+/// path of the first offending part, such as `embeds.0.fields.3.value`.
+fn check_embed(index: usize, embed: &Value) -> Result<(), Reply> {
+    let too_long = |path: String, value: &Value, max: usize| {
+        let length = value.as_str().map_or(0, |text| text.chars().count());
+        if length > max {
+            Err(Reply::invalid_form_at(
+                &path,
+                "BASE_TYPE_MAX_LENGTH",
+                &format!("Must be {max} or fewer in length."),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let prefix = format!("embeds.{index}");
+    too_long(
+        format!("{prefix}.title"),
+        &embed["title"],
+        MAX_EMBED_TITLE_CHARS,
+    )?;
+    too_long(
+        format!("{prefix}.description"),
+        &embed["description"],
+        MAX_EMBED_DESCRIPTION_CHARS,
+    )?;
+    too_long(
+        format!("{prefix}.footer.text"),
+        &embed["footer"]["text"],
+        MAX_FOOTER_TEXT_CHARS,
+    )?;
+    too_long(
+        format!("{prefix}.author.name"),
+        &embed["author"]["name"],
+        MAX_AUTHOR_NAME_CHARS,
+    )?;
+    let fields = embed["fields"].as_array().cloned().unwrap_or_default();
+    if fields.len() > MAX_EMBED_FIELDS {
+        return Err(Reply::invalid_form_at(
+            &format!("{prefix}.fields"),
+            "BASE_TYPE_MAX_LENGTH",
+            &format!("Must be {MAX_EMBED_FIELDS} or fewer in length."),
+        ));
+    }
+    for (field_index, field) in fields.iter().enumerate() {
+        let field_prefix = format!("{prefix}.fields.{field_index}");
+        too_long(
+            format!("{field_prefix}.name"),
+            &field["name"],
+            MAX_FIELD_NAME_CHARS,
+        )?;
+        too_long(
+            format!("{field_prefix}.value"),
+            &field["value"],
+            MAX_FIELD_VALUE_CHARS,
+        )?;
     }
     Ok(())
 }
@@ -267,4 +348,74 @@ fn history(state: &State, request: &Request, channel_id: u64) -> Reply {
     };
     window.reverse();
     Reply::ok(Value::Array(window))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn error_of(body: &Value) -> Option<(u16, Value)> {
+        check_message_body(body, false, BodyUse::Create)
+            .err()
+            .map(|reply| (reply.status.as_u16(), reply.body.unwrap_or(Value::Null)))
+    }
+
+    #[test]
+    fn embed_part_limits_are_rejected_with_their_path() {
+        let long = |length: usize| "x".repeat(length);
+        let field = |name: String, value: String| json!({"name": name, "value": value});
+        let cases = vec![
+            (json!({"title": long(257)}), "title"),
+            (json!({"description": long(4097)}), "description"),
+            (json!({"footer": {"text": long(2049)}}), "footer"),
+            (json!({"author": {"name": long(257)}}), "author"),
+            (
+                json!({"fields": [field("a".into(), "b".into()), field(long(257), "v".into())]}),
+                "fields",
+            ),
+            (json!({"fields": [field("n".into(), long(1025))]}), "fields"),
+            (
+                json!({"fields": (0..26).map(|_| field("n".into(), "v".into())).collect::<Vec<_>>()}),
+                "fields",
+            ),
+        ];
+        for (embed, key) in cases {
+            let body = json!({"embeds": [{"title": "ok"}, embed]});
+            let (status, error) = error_of(&body).unwrap_or_else(|| panic!("accepted {body}"));
+            assert_eq!(status, 400, "{body}");
+            assert_eq!(error["code"], 50035, "{error}");
+            assert!(
+                error["errors"]["embeds"]["1"][key].is_object(),
+                "no error at embeds.1.{key}: {error}"
+            );
+        }
+        let nested =
+            error_of(&json!({"embeds": [{"fields": [{"name": "n", "value": long(1025)}]}]}))
+                .unwrap()
+                .1;
+        assert_eq!(
+            nested["errors"]["embeds"]["0"]["fields"]["0"]["value"]["_errors"][0]["code"],
+            "BASE_TYPE_MAX_LENGTH"
+        );
+    }
+
+    #[test]
+    fn embed_parts_at_their_limits_are_accepted() {
+        let long = |length: usize| "é".repeat(length);
+        let fields: Vec<Value> = (0..4)
+            .map(|_| json!({"name": long(256), "value": long(1024)}))
+            .collect();
+        let body = json!({"embeds": [{
+            "title": long(200),
+            "description": long(100),
+            "fields": fields,
+        }]});
+        assert!(error_of(&body).is_none());
+        let twenty_five: Vec<Value> = (0..25)
+            .map(|_| json!({"name": "n", "value": "v"}))
+            .collect();
+        assert!(error_of(&json!({"embeds": [{"fields": twenty_five}]})).is_none());
+    }
 }

@@ -110,6 +110,21 @@ impl Reply {
         )
     }
 
+    /// Builds a 400 "Invalid Form Body" (50035) for a nested field, with `errors` nested along
+    /// the dotted `path` as Discord nests them, such as `embeds.0.fields.3.value`.
+    pub fn invalid_form_at(path: &str, error_code: &str, message: &str) -> Reply {
+        let mut errors = json!({ "_errors": [{ "code": error_code, "message": message }] });
+        for segment in path.rsplit('.') {
+            let mut parent = json!({});
+            parent[segment] = errors;
+            errors = parent;
+        }
+        Reply::json(
+            StatusCode::BAD_REQUEST,
+            json!({ "code": 50035, "message": "Invalid Form Body", "errors": errors }),
+        )
+    }
+
     pub fn unknown_channel() -> Reply {
         Reply::error(StatusCode::NOT_FOUND, 10003, "Unknown Channel")
     }
