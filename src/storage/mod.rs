@@ -30,6 +30,18 @@ impl Db {
         busy_timeout: Duration,
         max_connections: u32,
     ) -> anyhow::Result<Db> {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            if !parent.is_dir() {
+                anyhow::bail!(
+                    "cannot open the database at {}: the directory {} does not exist; create it or change database.path",
+                    path.display(),
+                    parent.display()
+                );
+            }
+        }
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -135,6 +147,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, 1);
+    }
+
+    #[tokio::test]
+    async fn open_names_missing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("bot.db");
+        let error = Db::open(&path, Duration::from_secs(1), 1)
+            .await
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("does not exist"), "{error}");
     }
 
     #[test]
