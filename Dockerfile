@@ -5,6 +5,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
 COPY crates ./crates
+# The manifest names the bench target, so cargo needs its file even for a plain build.
+COPY benches ./benches
 RUN cargo build --release --locked --bin trackly-bot
 
 # Runtime stage: a slim image with CA certificates, running as a non-root user.
