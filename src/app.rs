@@ -165,22 +165,36 @@ fn start_alerts(
 }
 
 /// Waits up to `grace_ms` for the poller and the dispatcher to finish their in-flight work
-/// after shutdown was requested, then logs what is still pending in the outbox.
-async fn stop_alerts(tasks: Vec<tokio::task::JoinHandle<()>>, db: &Db, grace_ms: u64) {
+/// after shutdown was requested, aborts what is still running, then logs what is still
+/// pending in the outbox. An aborted send keeps its deliveries pending, so they are sent after
+/// the next start; Discord drops the repeat when the first attempt did arrive and the repeat
+/// comes within its nonce window.
+async fn stop_alerts(mut tasks: Vec<tokio::task::JoinHandle<()>>, db: &Db, grace_ms: u64) {
     if tasks.is_empty() {
         return;
     }
     let grace = Duration::from_millis(grace_ms);
     let all = async {
-        for task in tasks {
+        for task in tasks.iter_mut() {
             let _ = task.await;
         }
     };
     if tokio::time::timeout(grace, all).await.is_err() {
         tracing::warn!(
             grace_ms,
-            "alert tasks did not stop within the grace time; abandoning in-flight sends"
+            "alert tasks did not stop within the grace time; aborting in-flight sends, whose \
+             deliveries stay pending"
         );
+        let running: Vec<_> = tasks
+            .into_iter()
+            .filter(|task| !task.is_finished())
+            .collect();
+        for task in &running {
+            task.abort();
+        }
+        for task in running {
+            let _ = task.await;
+        }
     }
     match db.pending_delivery_count().await {
         Ok(0) => tracing::info!("alert outbox empty at shutdown"),
@@ -318,5 +332,37 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Sets its flag when dropped, as a task's future is when the task is aborted.
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn stop_alerts_aborts_after_grace() {
+        let (db, _dir) = crate::storage::test_db().await;
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(Arc::clone(&dropped));
+        let stuck = tokio::spawn(async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+        });
+        let done = tokio::spawn(async {});
+
+        let started = std::time::Instant::now();
+        stop_alerts(vec![done, stuck], &db, 100).await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(dropped.load(Ordering::SeqCst), "the stuck task was aborted");
     }
 }

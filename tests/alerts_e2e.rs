@@ -1086,3 +1086,108 @@ async fn poller_revocation_removes_access() {
     );
     alerts.harness.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relink_drops_queued_old_account_dm() {
+    let setup = start(vec!["AcmeOwner"], "").await;
+    setup.harness.link(ALICE, &test_key("AcmeOwner")).await;
+    setup.wait_cursor(ACME).await;
+    let account_channel = setup.account_channel(ACME);
+    let dm_channel = setup.discord().dm_channel_id(ALICE);
+    // Alice's DM fails with a transient error, so it stays queued for a retry.
+    setup.discord().script_error(ScriptedError::new(
+        "POST",
+        format!("/api/v10/channels/{dm_channel}/messages"),
+        502,
+        0,
+        "Bad Gateway",
+    ));
+    setup
+        .harness
+        .sim
+        .append_events(ACME, vec![event("a1", "delivery_failure", failure_data())])
+        .unwrap();
+    setup
+        .wait_until("the account channel copy and a failed DM attempt", |d| {
+            alert_ids(&d.messages_in(account_channel)).contains(&"a1".to_owned())
+                && d.requests().iter().any(|request| {
+                    request.method == "POST"
+                        && request.path == format!("/api/v10/channels/{dm_channel}/messages")
+                        && request.status == 502
+                })
+        })
+        .await;
+
+    // Alice links a key of another account while the DM waits for its retry.
+    setup.harness.link(ALICE, &test_key("Beta")).await;
+    setup.discord().clear_scripted_errors();
+    // The first retry comes after at most 2.4 s of backoff.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let dms = setup.discord().dm_messages_to(ALICE);
+    assert!(
+        !alert_ids(&dms).contains(&"a1".to_owned()),
+        "an alert of the old account reached the relinked user:\n{}",
+        setup.discord().request_log()
+    );
+    let db = setup.harness.db_path();
+    assert_eq!(
+        query_i64(
+            &db,
+            &format!(
+                "SELECT COUNT(*) FROM alert_deliveries WHERE target_kind = 'dm' \
+                 AND target_id = {ALICE} AND status = 'pending'"
+            )
+        )
+        .await,
+        0
+    );
+    setup.harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_account_pauses_and_resumes() {
+    let setup = start(vec!["AcmeOwner"], "").await;
+    setup.harness.link(ALICE, &test_key("AcmeOwner")).await;
+    setup.wait_cursor(ACME).await;
+    setup
+        .harness
+        .sim
+        .set_account_status(ACME, trackly_sim::AccountStatus::Suspended)
+        .unwrap();
+    let db = setup.harness.db_path();
+    let suspended_sql = format!(
+        "SELECT COUNT(*) FROM links WHERE discord_user_id = {ALICE} AND status = 'suspended'"
+    );
+    let started = Instant::now();
+    while query_i64(&db, &suspended_sql).await == 0 {
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "the poller never saw the suspension\n--- bot log ---\n{}",
+            setup.harness.tail_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = setup.alerts(ALICE, "status", vec![]).await;
+    assert!(status.contains("Alerts are paused"), "{status}");
+
+    // Events of the suspension are read once Trackly reactivates the account.
+    setup
+        .harness
+        .sim
+        .append_events(ACME, vec![event("s1", "delivery_failure", failure_data())])
+        .unwrap();
+    setup
+        .harness
+        .sim
+        .set_account_status(ACME, trackly_sim::AccountStatus::Active)
+        .unwrap();
+    setup
+        .wait_until("the alert after the suspension ended", |d| {
+            alert_ids(&d.dm_messages_to(ALICE)).contains(&"s1".to_owned())
+        })
+        .await;
+    let status = setup.alerts(ALICE, "status", vec![]).await;
+    assert!(!status.contains("Alerts are paused"), "{status}");
+    setup.harness.finish().await;
+}

@@ -10,13 +10,14 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use super::digest::{Batch, DigestPlanner, DueItem};
+use super::event::EventKind;
 use super::pacing::Pacer;
 use super::render::{self, AlertMessage};
 use super::routing::Target;
 use super::AlertsState;
 use crate::config::AlertsConfig;
 use crate::storage::alerts::DueDelivery;
-use crate::storage::Db;
+use crate::storage::{Db, LinkStatus};
 
 /// Recipients served per round, and deliveries read per recipient. A digest covers at most
 /// `PER_TARGET_LIMIT` alerts; a larger storm continues in the next window.
@@ -49,7 +50,12 @@ pub enum SendError {
     /// 5xx, a timeout or a connection failure: a later attempt may succeed.
     #[error("transient failure: {0}")]
     Transient(String),
-    /// Any other rejection; retrying the same message would fail again.
+    /// 401, or 403 without a channel code: the bot's token or its permissions are wrong, not
+    /// the message, so every send would fail the same way until an operator fixes them.
+    #[error("Discord rejected the bot's credentials: {0}")]
+    Unauthorized(String),
+    /// Any other rejection of this message, such as 50035 invalid form body; retrying the same
+    /// message would fail again.
     #[error("rejected by Discord: {0}")]
     Permanent(String),
 }
@@ -57,8 +63,9 @@ pub enum SendError {
 /// Sends messages to Discord. The real implementation uses serenity's `Http`; tests use a
 /// recording double.
 pub trait AlertSender: Send + Sync + 'static {
-    /// Sends `message` to `target` and returns the id of the created message. `nonce` is unique
-    /// per batch of deliveries, so Discord can drop a repeat of the same message.
+    /// Sends `message` to `target` and returns the id of the created message. `nonce` is derived
+    /// from the exact set of deliveries the message carries (see [`message_nonce`]), so Discord
+    /// can drop a repeat of the same message but never a message with other alerts.
     fn send(
         &self,
         target: Target,
@@ -83,6 +90,10 @@ pub struct Dispatcher<S> {
     planner: DigestPlanner,
     pacer: Pacer,
     send_timeout: Duration,
+    /// Set after Discord rejected the bot's credentials: no send starts before this time.
+    paused_until: Option<Instant>,
+    /// Consecutive rounds stopped by rejected credentials, for the backoff.
+    unauthorized_rounds: u32,
 }
 
 /// Counts of one dispatch round, for tests and logs.
@@ -93,8 +104,13 @@ pub struct RoundReport {
     pub deliveries_failed: usize,
     pub deliveries_retried: usize,
     pub deliveries_held: usize,
+    /// DMs the recipient no longer wants when they are due (see [`Dispatcher::round`]).
+    pub deliveries_skipped: usize,
     /// Recipients and batches left for a later round because their channel was at its limit.
     pub paced: usize,
+    /// Whether the round stopped because Discord rejected the bot's credentials; every pending
+    /// delivery stays pending until the pause ends.
+    pub unauthorized: bool,
 }
 
 impl<S: AlertSender> Dispatcher<S> {
@@ -110,6 +126,8 @@ impl<S: AlertSender> Dispatcher<S> {
                 Instant::now(),
             ),
             send_timeout: SEND_TIMEOUT,
+            paused_until: None,
+            unauthorized_rounds: 0,
         }
     }
 
@@ -123,7 +141,9 @@ impl<S: AlertSender> Dispatcher<S> {
                     if report.messages_sent > 0 || report.deliveries_failed > 0 {
                         tracing::debug!(?report, "dispatch round finished");
                     }
-                    if report.paced > 0 {
+                    if let Some(until) = self.paused_until {
+                        until.saturating_duration_since(Instant::now())
+                    } else if report.paced > 0 {
                         Duration::from_millis(100)
                     } else {
                         self.idle_wait().await
@@ -160,12 +180,22 @@ impl<S: AlertSender> Dispatcher<S> {
         }
     }
 
-    /// Sends what is due now, one recipient at a time, oldest first.
+    /// Sends what is due now, one recipient at a time, oldest first. A DM that its recipient no
+    /// longer wants is marked skipped instead. That is the case when the user is no longer
+    /// linked to the alert's account, or when their current mute, toggles or minimum severity
+    /// exclude it. A critical alert passes the mute, and a `/alerts test` alert passes all three.
     pub async fn round(
         &mut self,
         shutdown: &CancellationToken,
     ) -> Result<RoundReport, sqlx::Error> {
         let mut report = RoundReport::default();
+        if let Some(until) = self.paused_until {
+            if until > Instant::now() {
+                report.unauthorized = true;
+                return Ok(report);
+            }
+            self.paused_until = None;
+        }
         let targets = self.db.due_targets(Utc::now(), TARGETS_PER_ROUND).await?;
         for target in targets {
             if shutdown.is_cancelled() {
@@ -183,10 +213,15 @@ impl<S: AlertSender> Dispatcher<S> {
             // One time for the query and the plan, so that deliveries held until a window's end
             // are either all read with the ended window or all left for the next round.
             let now = Utc::now();
-            let deliveries = self
+            let mut deliveries = self
                 .db
                 .due_deliveries_for(target, now, PER_TARGET_LIMIT)
                 .await?;
+            if let Target::Dm { user_id } = target {
+                deliveries = self
+                    .skip_unwanted_dms(user_id, deliveries, &mut report)
+                    .await?;
+            }
             if deliveries.is_empty() {
                 continue;
             }
@@ -237,8 +272,76 @@ impl<S: AlertSender> Dispatcher<S> {
                     break;
                 }
             }
+            if report.unauthorized {
+                break;
+            }
         }
         Ok(report)
+    }
+
+    /// Marks skipped the DMs that `user_id` no longer wants and returns the others.
+    async fn skip_unwanted_dms(
+        &self,
+        user_id: u64,
+        deliveries: Vec<DueDelivery>,
+        report: &mut RoundReport,
+    ) -> Result<Vec<DueDelivery>, sqlx::Error> {
+        let link = self
+            .db
+            .link(user_id)
+            .await?
+            .filter(|link| link.status != LinkStatus::Revoked);
+        let preferences = self
+            .db
+            .alert_preferences(user_id)
+            .await?
+            .unwrap_or_default();
+        let now = Utc::now();
+        let mut other_account = Vec::new();
+        let mut unwanted = Vec::new();
+        let mut wanted = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let linked = link
+                .as_ref()
+                .is_some_and(|link| link.account_id == delivery.account.id);
+            if !linked {
+                other_account.push(delivery.id);
+            } else if delivery.event.kind != EventKind::Test
+                && !preferences.wants(&delivery.event, now)
+            {
+                unwanted.push(delivery.id);
+            } else {
+                wanted.push(delivery);
+            }
+        }
+        if !other_account.is_empty() {
+            self.db
+                .mark_deliveries_skipped(
+                    &other_account,
+                    "the user is no longer linked to the alert's account",
+                )
+                .await?;
+            tracing::info!(
+                user_id,
+                skipped = other_account.len(),
+                "alert DMs skipped because the user is no longer linked to the alerts' account"
+            );
+        }
+        if !unwanted.is_empty() {
+            self.db
+                .mark_deliveries_skipped(
+                    &unwanted,
+                    "excluded by the user's current mute, toggles or minimum severity",
+                )
+                .await?;
+            tracing::info!(
+                user_id,
+                skipped = unwanted.len(),
+                "alert DMs skipped because the user's current preferences exclude them"
+            );
+        }
+        report.deliveries_skipped += other_account.len() + unwanted.len();
+        Ok(wanted)
     }
 
     async fn dm_closed(&self, user_id: u64) -> Result<bool, sqlx::Error> {
@@ -272,7 +375,7 @@ impl<S: AlertSender> Dispatcher<S> {
             }
         };
         let ids: Vec<i64> = deliveries.iter().map(|d| d.id).collect();
-        let nonce = format!("a{}-{}", ids[0], ids.len());
+        let nonce = message_nonce(&ids);
 
         let wait = self.pacer.take_global_slot(Instant::now());
         if !wait.is_zero() {
@@ -295,6 +398,7 @@ impl<S: AlertSender> Dispatcher<S> {
 
         match result {
             Ok(message_id) => {
+                self.unauthorized_rounds = 0;
                 self.db.mark_deliveries_sent(&ids, message_id, now).await?;
                 report.messages_sent += 1;
                 report.deliveries_sent += ids.len();
@@ -369,6 +473,21 @@ impl<S: AlertSender> Dispatcher<S> {
                 report.deliveries_retried += ids.len();
                 Ok(true)
             }
+            Err(SendError::Unauthorized(detail)) => {
+                let wait = backoff(self.unauthorized_rounds);
+                self.unauthorized_rounds = self.unauthorized_rounds.saturating_add(1);
+                self.paused_until = Some(Instant::now() + wait);
+                report.unauthorized = true;
+                tracing::error!(
+                    target_kind = target.kind(),
+                    target_id = target.id(),
+                    %detail,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "Discord rejected the bot's token or permissions; all alert sends pause and \
+                     deliveries stay pending (check the bot token and its permissions)"
+                );
+                Ok(true)
+            }
             Err(SendError::Permanent(detail)) => {
                 tracing::error!(
                     target_kind = target.kind(),
@@ -391,30 +510,18 @@ impl<S: AlertSender> Dispatcher<S> {
         deliveries: &[DueDelivery],
         report: &mut RoundReport,
     ) -> Result<(), sqlx::Error> {
-        let ids: Vec<i64> = deliveries.iter().map(|d| d.id).collect();
-        self.db
-            .mark_deliveries_failed(&ids, "the user does not accept DMs (50007)")
+        let fallbacks = self
+            .db
+            .fail_dms_with_fallback(
+                deliveries,
+                "the user does not accept DMs (50007)",
+                Utc::now(),
+            )
             .await?;
-        report.deliveries_failed += ids.len();
-        let now = Utc::now();
-        let mut fallbacks = 0;
-        for delivery in deliveries {
-            if let Some(channel) = self.db.account_channel(&delivery.account.id).await? {
-                let target = Target::AccountChannel {
-                    channel_id: channel.channel_id,
-                };
-                if self
-                    .db
-                    .add_delivery(delivery.event_row_id, target, delivery.critical, now)
-                    .await?
-                {
-                    fallbacks += 1;
-                }
-            }
-        }
+        report.deliveries_failed += deliveries.len();
         tracing::info!(
             user_id,
-            failed = ids.len(),
+            failed = deliveries.len(),
             account_channel_copies = fallbacks,
             "alert DMs skipped because the user does not accept DMs"
         );
@@ -423,6 +530,24 @@ impl<S: AlertSender> Dispatcher<S> {
         }
         Ok(())
     }
+}
+
+/// Returns the nonce of a message carrying the deliveries `ids`: `d` and the id for one
+/// delivery, else `g` and a 64-bit FNV-1a hash of all the ids in order, within Discord's 25
+/// characters. A retry of the same deliveries reuses the nonce; another set gets another one,
+/// barring a hash collision.
+pub fn message_nonce(ids: &[i64]) -> String {
+    if let [id] = ids {
+        return format!("d{id}");
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for id in ids {
+        for byte in id.to_le_bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("g{hash:016x}")
 }
 
 fn deliveries_owned(deliveries: &[&DueDelivery]) -> Vec<DueDelivery> {

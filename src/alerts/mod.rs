@@ -10,6 +10,7 @@
 pub mod digest;
 pub mod dispatcher;
 pub mod event;
+pub mod mask;
 pub mod pacing;
 pub mod poller;
 pub mod prefs;

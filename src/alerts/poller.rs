@@ -21,6 +21,18 @@ use crate::trackly::TracklyError;
 /// Pages read per account in one run, so one busy feed cannot hold a run for ever; the rest is
 /// read in the next run.
 const MAX_PAGES_PER_RUN: usize = 50;
+/// A suspended account is checked with one key once per this many poll intervals, at most
+/// every `SUSPENDED_RETRY_MAX`, so that it resumes by itself once Trackly reactivates it.
+const SUSPENDED_RETRY_INTERVALS: u32 = 10;
+const SUSPENDED_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Returns the time between two checks of a suspended account under `config`.
+pub fn suspended_retry_interval(config: &AlertsConfig) -> std::time::Duration {
+    config
+        .poll_interval()
+        .saturating_mul(SUSPENDED_RETRY_INTERVALS)
+        .min(SUSPENDED_RETRY_MAX)
+}
 
 /// Reason polling one account stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +41,8 @@ pub enum PollError {
     NoValidKey,
     #[error("the account is suspended")]
     Suspended,
+    #[error("Trackly rejected the feed cursor again right after a reset")]
+    InvalidCursor,
     #[error("trackly: {0}")]
     Trackly(TracklyError),
     #[error("database: {0}")]
@@ -107,7 +121,7 @@ impl<S: AlertSender> Poller<S> {
             last_run_at: Some(Utc::now()),
             ..PollStatus::default()
         };
-        let accounts = match self.links.db().accounts_to_poll().await {
+        let accounts = match self.accounts_for_run().await {
             Ok(accounts) => accounts,
             Err(error) => {
                 tracing::error!(%error, "cannot list the accounts to poll");
@@ -169,11 +183,27 @@ impl<S: AlertSender> Poller<S> {
         status
     }
 
+    /// Returns the accounts with an active link, then the suspended accounts due for a check.
+    async fn accounts_for_run(&self) -> Result<Vec<PollAccount>, sqlx::Error> {
+        let db = self.links.db();
+        let mut accounts = db.accounts_to_poll().await?;
+        let since = chrono::Duration::from_std(self.suspended_retry_interval())
+            .unwrap_or_else(|_| chrono::Duration::minutes(5));
+        accounts.extend(db.suspended_accounts_due(Utc::now() - since).await?);
+        Ok(accounts)
+    }
+
+    /// Returns the time between two checks of a suspended account.
+    pub fn suspended_retry_interval(&self) -> std::time::Duration {
+        suspended_retry_interval(&self.config)
+    }
+
     async fn record_failure(&self, account: &PollAccount, error: &PollError) {
         match error {
             PollError::Suspended => tracing::warn!(
                 account_id = %account.account_id,
-                "account suspended; its alerts pause until a call with one of its keys succeeds"
+                retry_in_s = self.suspended_retry_interval().as_secs(),
+                "account suspended; its alerts pause and the feed is checked again later"
             ),
             PollError::NoValidKey => tracing::warn!(
                 account_id = %account.account_id,
@@ -195,12 +225,21 @@ impl<S: AlertSender> Poller<S> {
 
     /// Reads the account's feed from its cursor until there is no more, storing each page.
     /// Keys are tried in link order: a key that gets 401 is revoked and the next one is used.
+    /// An account without an active link is checked with the key of its oldest suspended link,
+    /// and a success makes all its suspended links active again. A cursor that Trackly rejects
+    /// (400 `invalid_cursor`) is cleared, and the feed is read again from its newest event.
     pub async fn poll_account(&self, account: &PollAccount) -> Result<AccountPoll, PollError> {
         let db = self.links.db();
         let mut cursor = db.alert_cursor(&account.account_id).await?.cursor;
         let mut result = AccountPoll::default();
-        let users = db.active_link_users(&account.account_id).await?;
+        let mut users = db.active_link_users(&account.account_id).await?;
+        let suspended = users.is_empty();
+        if suspended {
+            users = db.suspended_link_users(&account.account_id).await?;
+            users.truncate(1);
+        }
         let mut user_index = 0;
+        let mut cursor_reset = false;
 
         while result.pages < MAX_PAGES_PER_RUN {
             let Some(&user_id) = users.get(user_index) else {
@@ -242,10 +281,40 @@ impl<S: AlertSender> Poller<S> {
                         .await?;
                     return Err(PollError::Suspended);
                 }
+                Err(AccountCallError::Trackly(TracklyError::InvalidCursor)) if !cursor_reset => {
+                    tracing::error!(
+                        account_id = %account.account_id,
+                        cursor = cursor.as_deref().unwrap_or("none"),
+                        "Trackly rejected the feed cursor; starting again at the newest event, \
+                         so events since the last successful poll are not alerted"
+                    );
+                    db.reset_alert_cursor(
+                        &account.account_id,
+                        "Trackly rejected the feed cursor (invalid_cursor); reset to the newest event",
+                        Utc::now(),
+                    )
+                    .await?;
+                    cursor = None;
+                    cursor_reset = true;
+                    continue;
+                }
+                Err(AccountCallError::Trackly(TracklyError::InvalidCursor)) => {
+                    return Err(PollError::InvalidCursor)
+                }
                 Err(AccountCallError::Trackly(error)) => return Err(PollError::Trackly(error)),
                 Err(AccountCallError::Internal(error)) => return Err(PollError::Internal(error)),
             };
 
+            if suspended && result.pages == 0 {
+                let reactivated = db
+                    .reactivate_account_links(&account.account_id, Utc::now())
+                    .await?;
+                tracing::info!(
+                    account_id = %account.account_id,
+                    reactivated_links = reactivated,
+                    "account no longer suspended; its alerts resume"
+                );
+            }
             let stored = self
                 .store_page(account, &page.events, &page.next_cursor)
                 .await?;
@@ -379,6 +448,15 @@ mod tests {
     }
 
     async fn setup() -> Setup {
+        setup_with(AlertsConfig {
+            all_alerts_channel_id: Some(900),
+            page_size: 2,
+            ..AlertsConfig::default()
+        })
+        .await
+    }
+
+    async fn setup_with(config: AlertsConfig) -> Setup {
         let sim = Simulator::start(Seed::demo(), "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
@@ -394,11 +472,6 @@ mod tests {
         links.link(1, OWNER_KEY, Utc::now()).await.unwrap();
         links.link(2, MEMBER_KEY, Utc::now()).await.unwrap();
         let sender = Arc::new(NoticeRecorder::default());
-        let config = AlertsConfig {
-            all_alerts_channel_id: Some(900),
-            page_size: 2,
-            ..AlertsConfig::default()
-        };
         let poller = Arc::new(Poller::new(
             links.clone(),
             Arc::clone(&sender),
@@ -498,5 +571,103 @@ mod tests {
         let poll = setup.poller.poll_account(&account()).await.unwrap();
         assert_eq!(poll.new_events, 1);
         assert_eq!(poll.repeated_events, 1);
+    }
+
+    #[tokio::test]
+    async fn invalid_cursor_resets_to_newest() {
+        let setup = setup().await;
+        let db = setup.links.db();
+        setup.poller.poll_account(&account()).await.unwrap();
+        sqlx::query("UPDATE alert_cursors SET cursor = 'c_gone'")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        setup.sim.append_events(ACME, vec![outage("lost")]).unwrap();
+
+        let reset = setup.poller.poll_account(&account()).await.unwrap();
+        assert_eq!(reset.new_events, 0, "the reset starts at the newest event");
+        let cursor = db.alert_cursor(ACME).await.unwrap().cursor;
+        assert!(cursor.is_some());
+        assert_ne!(cursor.as_deref(), Some("c_gone"));
+
+        setup
+            .sim
+            .append_events(ACME, vec![outage("after")])
+            .unwrap();
+        let resumed = setup.poller.poll_account(&account()).await.unwrap();
+        assert_eq!(resumed.new_events, 1, "polling resumed after the reset");
+    }
+
+    #[tokio::test]
+    async fn relink_after_unlink_starts_at_newest() {
+        let setup = setup().await;
+        setup.poller.poll_account(&account()).await.unwrap();
+        setup.links.unlink(1).await.unwrap();
+        setup.links.unlink(2).await.unwrap();
+        let events = (0..7).map(|n| outage(&format!("old{n}"))).collect();
+        setup.sim.append_events(ACME, events).unwrap();
+
+        setup.links.link(1, OWNER_KEY, Utc::now()).await.unwrap();
+        let poll = setup.poller.poll_account(&account()).await.unwrap();
+        assert_eq!(poll.new_events, 0, "history is not replayed to a new link");
+        assert_eq!(setup.links.db().pending_delivery_count().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn suspended_account_resumes_by_itself() {
+        let setup = setup_with(AlertsConfig {
+            all_alerts_channel_id: Some(900),
+            poll_interval_ms: 20,
+            ..AlertsConfig::default()
+        })
+        .await;
+        let poller = Arc::clone(&setup.poller);
+        let db = setup.links.db();
+        assert_eq!(poller.suspended_retry_interval().as_millis(), 200);
+        Arc::clone(&poller).run_once().await;
+        setup
+            .sim
+            .set_account_status(ACME, AccountStatus::Suspended)
+            .unwrap();
+        let suspended = Arc::clone(&poller).run_once().await;
+        assert_eq!(suspended.accounts_failed, 1);
+        assert!(db.accounts_to_poll().await.unwrap().is_empty());
+
+        setup
+            .sim
+            .set_account_status(ACME, AccountStatus::Active)
+            .unwrap();
+        setup.sim.append_events(ACME, vec![outage("back")]).unwrap();
+        let too_soon = Arc::clone(&poller).run_once().await;
+        assert_eq!(too_soon.accounts_polled + too_soon.accounts_failed, 0);
+
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let resumed = Arc::clone(&poller).run_once().await;
+        assert_eq!(resumed.accounts_polled, 1);
+        assert!(resumed.new_deliveries > 0, "{resumed:?}");
+        for user in [1, 2] {
+            let link = db.link(user).await.unwrap().unwrap();
+            assert_eq!(link.status, crate::storage::LinkStatus::Active);
+        }
+        assert_eq!(db.accounts_to_poll().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn still_suspended_probe_keeps_pause() {
+        let setup = setup().await;
+        setup.poller.poll_account(&account()).await.unwrap();
+        setup
+            .sim
+            .set_account_status(ACME, AccountStatus::Suspended)
+            .unwrap();
+        let error = setup.poller.poll_account(&account()).await.unwrap_err();
+        assert!(matches!(error, PollError::Suspended), "{error}");
+        let again = setup.poller.poll_account(&account()).await.unwrap_err();
+        assert!(matches!(again, PollError::Suspended), "{again}");
+        let db = setup.links.db();
+        for user in [1, 2] {
+            let link = db.link(user).await.unwrap().unwrap();
+            assert_eq!(link.status, crate::storage::LinkStatus::Suspended);
+        }
     }
 }

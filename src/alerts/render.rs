@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::event::{Event, EventKind, Severity};
+use super::mask::{mask_json, mask_phone_numbers};
 
 use crate::text_limits::clip;
 pub use crate::text_limits::{
@@ -91,11 +92,19 @@ pub fn mask_phone(number: &str) -> String {
     masked
 }
 
+/// Placeholder for an empty field name or value, which Discord rejects.
+const EMPTY_PLACEHOLDER: &str = "—";
+
 fn field(name: &str, value: String, inline: bool) -> EmbedField {
     let value = if value.trim().is_empty() {
-        "—".to_owned()
+        EMPTY_PLACEHOLDER.to_owned()
     } else {
         value
+    };
+    let name = if name.trim().is_empty() {
+        EMPTY_PLACEHOLDER
+    } else {
+        name
     };
     EmbedField {
         name: clip(name, MAX_FIELD_NAME),
@@ -121,6 +130,8 @@ fn money_text(event: &Event, key: &str) -> Option<String> {
 fn event_fields(event: &Event) -> Vec<EmbedField> {
     let text = |key: &str| event.data_text(key);
     let phone = |key: &str| text(key).map(|number| mask_phone(&number));
+    // Free text written by people or carriers can quote phone numbers.
+    let free_text = |key: &str| text(key).map(|value| mask_phone_numbers(&value));
     let mut fields = Vec::new();
     let mut push = |name: &str, value: Option<String>, inline: bool| {
         if let Some(value) = value {
@@ -139,17 +150,17 @@ fn event_fields(event: &Event) -> Vec<EmbedField> {
                 text("message_id").map(|id| format!("`{id}`")),
                 true,
             );
-            push("Status detail", text("status_detail"), false);
+            push("Status detail", free_text("status_detail"), false);
         }
         EventKind::OptOut => {
             push("List number", text("list_number"), true);
             push("Phone number", phone("phone_number"), true);
-            push("Keyword", text("keyword"), true);
+            push("Keyword", free_text("keyword"), true);
         }
         EventKind::InboundSms => {
             push("List number", text("list_number"), true);
             push("From", phone("phone_number"), true);
-            push("Message", text("body"), false);
+            push("Message", free_text("body"), false);
         }
         EventKind::PaymentSucceeded => {
             push("Amount", money_text(event, "amount"), true);
@@ -158,7 +169,7 @@ fn event_fields(event: &Event) -> Vec<EmbedField> {
         EventKind::PaymentFailed => {
             push("Amount", money_text(event, "amount"), true);
             push("Next retry", text("next_retry_at"), true);
-            push("Reason", text("reason"), false);
+            push("Reason", free_text("reason"), false);
         }
         EventKind::UsageThreshold => {
             push("Segments", text("segments"), true);
@@ -175,7 +186,7 @@ fn event_fields(event: &Event) -> Vec<EmbedField> {
         }
         EventKind::Outage => {
             push("Component", text("component"), true);
-            push("Summary", text("summary"), false);
+            push("Summary", free_text("summary"), false);
         }
         EventKind::Test => {
             push(
@@ -188,17 +199,12 @@ fn event_fields(event: &Event) -> Vec<EmbedField> {
             );
         }
         EventKind::Unknown(_) => {
-            if let Some(object) = event.data.as_object() {
+            // Unknown data may hold phone numbers anywhere, nested values and keys included.
+            if let Some(object) = mask_json(&event.data).as_object() {
                 for (key, value) in object.iter().take(10) {
                     let shown = match value {
                         serde_json::Value::String(text) => text.clone(),
                         other => other.to_string(),
-                    };
-                    // Unknown fields may hold phone numbers; mask anything that looks like one.
-                    let shown = if looks_like_phone(&shown) {
-                        mask_phone(&shown)
-                    } else {
-                        shown
                     };
                     push(key, Some(shown), true);
                 }
@@ -206,12 +212,6 @@ fn event_fields(event: &Event) -> Vec<EmbedField> {
         }
     }
     fields
-}
-
-fn looks_like_phone(text: &str) -> bool {
-    let trimmed = text.trim();
-    let digits = trimmed.chars().filter(char::is_ascii_digit).count();
-    trimmed.starts_with('+') && digits >= 7 && trimmed[1..].chars().all(|c| c.is_ascii_digit())
 }
 
 /// Builds the embed of one alert.
@@ -230,26 +230,23 @@ pub fn alert_embed(event: &Event, account: &AccountLabel) -> Embed {
     fit_total(embed)
 }
 
-/// Shortens the longest field values until the embed is within Discord's total of 6000.
+/// Shortens the longest text of the embed (a field value, the description or the footer) until
+/// the embed is within Discord's total of 6000 characters.
 fn fit_total(mut embed: Embed) -> Embed {
     while embed.total_chars() > MAX_EMBED_TOTAL {
         let excess = embed.total_chars() - MAX_EMBED_TOTAL;
-        let Some(longest) = embed
+        let longest = embed
             .fields
             .iter_mut()
-            .max_by_key(|field| field.value.chars().count())
-        else {
-            embed.description = clip(
-                &embed.description,
-                embed.description.chars().count().saturating_sub(excess),
-            );
-            break;
-        };
-        let length = longest.value.chars().count();
+            .map(|field| &mut field.value)
+            .chain([&mut embed.description, &mut embed.footer])
+            .max_by_key(|text| text.chars().count());
+        let Some(longest) = longest else { break };
+        let length = longest.chars().count();
         if length <= 1 {
             break;
         }
-        longest.value = clip(&longest.value, length.saturating_sub(excess).max(1));
+        *longest = clip(longest, length.saturating_sub(excess).max(1));
     }
     embed
 }
@@ -491,5 +488,79 @@ mod tests {
         assert_eq!(parse_mute_button(&mute_button_id(42)), Some(42));
         assert_eq!(parse_mute_button("alerts:mute1h:x"), None);
         assert_eq!(parse_mute_button("other:42"), None);
+    }
+
+    #[test]
+    fn oversized_id_and_name_fit_total() {
+        let alert = event(json!({
+            "id": "e".repeat(2500),
+            "type": "delivery_failure",
+            "data": {"status_detail": "x".repeat(3000)},
+        }));
+        let account = AccountLabel {
+            id: "acc_1".into(),
+            name: "N".repeat(5000),
+        };
+        let embed = alert_embed(&alert, &account);
+        assert!(
+            embed.total_chars() <= MAX_EMBED_TOTAL,
+            "{}",
+            embed.total_chars()
+        );
+        assert!(embed.description.chars().count() <= MAX_DESCRIPTION);
+        assert!(embed.footer.chars().count() <= MAX_FOOTER);
+        assert!(embed.fields.iter().all(|f| !f.value.is_empty()));
+    }
+
+    #[test]
+    fn empty_field_names_replaced() {
+        let alert = event(json!({"id": "e1", "type": "x.y", "data": {"": "v", "  ": "w"}}));
+        let embed = alert_embed(&alert, &account());
+        assert_eq!(embed.fields.len(), 2);
+        for field in &embed.fields {
+            assert_eq!(field.name, EMPTY_PLACEHOLDER);
+        }
+    }
+
+    #[test]
+    fn unknown_type_masks_nested_numbers() {
+        let alert = event(json!({"id": "e1", "type": "carrier.notice", "data": {
+            "to": "14155551234",
+            "contact": "+1 415 555 1234",
+            "customer": {"phone": "+14155551234", "alt": ["(415) 555-9876"]},
+        }}));
+        let text = format!("{:?}", alert_embed(&alert, &account()).fields);
+        assert!(!text.contains("415555"), "{text}");
+        assert!(!text.contains("415 555"), "{text}");
+        assert!(text.contains("•••••••1234"), "{text}");
+        assert!(text.contains("9876"), "{text}");
+    }
+
+    #[test]
+    fn inbound_body_and_free_text_masked() {
+        let inbound = event(json!({"id": "e2", "type": "inbound_sms", "data": {
+            "phone_number": "+14155550002", "body": "call me back on +1 415-555-9999"}}));
+        let fields = alert_embed(&inbound, &account()).fields;
+        let message = fields.iter().find(|f| f.name == "Message").unwrap();
+        assert_eq!(message.value, "call me back on +•••••••9999");
+
+        let failure = event(json!({"id": "e3", "type": "delivery_failure", "data": {
+            "to": "+14155551234", "status_detail": "handset 4155551234 unreachable"}}));
+        let fields = alert_embed(&failure, &account()).fields;
+        let detail = fields.iter().find(|f| f.name == "Status detail").unwrap();
+        assert_eq!(detail.value, "handset ••••••1234 unreachable");
+    }
+
+    #[test]
+    fn digest_examples_masked() {
+        let inbound = event(json!({"id": "e1", "type": "inbound_sms", "data": {
+            "phone_number": "+14155550002", "body": "reach me at 415.555.9999"}}));
+        let unknown = event(json!({"id": "e2", "type": "carrier.notice", "data": {
+            "customer": {"phone": "+14155551234"}}}));
+        let digest = digest_message(&[(inbound, account()), (unknown, account())], 60, None);
+        let text = format!("{:?}", digest.embeds[0]);
+        assert!(!text.contains("555"), "{text}");
+        assert!(text.contains("9999"), "{text}");
+        assert!(text.contains("1234"), "{text}");
     }
 }

@@ -202,6 +202,11 @@ fn classify(status: u16, code: Option<isize>, message: String) -> SendError {
             global: false,
         },
         500..=599 => SendError::Transient(format!("HTTP {status}: {message}")),
+        // The channel codes are handled above, so a 401 or 403 here is about the bot itself.
+        401 | 403 => SendError::Unauthorized(format!(
+            "HTTP {status}, code {}: {message}",
+            code.map_or("none".to_owned(), |code| code.to_string())
+        )),
         _ => SendError::Permanent(format!(
             "HTTP {status}, code {}: {message}",
             code.map_or("none".to_owned(), |code| code.to_string())
@@ -243,6 +248,18 @@ mod tests {
         assert!(matches!(
             classify(502, None, "x".into()),
             SendError::Transient(_)
+        ));
+        assert!(matches!(
+            classify(401, Some(0), "401: Unauthorized".into()),
+            SendError::Unauthorized(_)
+        ));
+        assert!(matches!(
+            classify(403, Some(20001), "bots cannot use this endpoint".into()),
+            SendError::Unauthorized(_)
+        ));
+        assert!(matches!(
+            classify(403, None, "Forbidden".into()),
+            SendError::Unauthorized(_)
         ));
         assert!(matches!(
             classify(429, Some(-1), "x".into()),

@@ -12,6 +12,7 @@ use crate::alerts::{
     parse_mute_duration, Event, EventKind, PreferenceChanges, Preferences, Severity, Target,
 };
 use crate::storage::alerts::PollAccount;
+use crate::storage::LinkStatus;
 
 const COLOUR_INFO: u32 = 0x34_98_DB;
 
@@ -191,9 +192,15 @@ async fn status(ctx: Context<'_>) -> Result<(), BotError> {
         "not running"
     };
 
+    let mut description = format!("**{}** (`{}`)", link.account_name, link.account_id);
+    let retry = crate::alerts::poller::suspended_retry_interval(&data.config.alerts);
+    if let Some(paused) = link_status_notice(link.status, retry) {
+        description.push('\n');
+        description.push_str(&paused);
+    }
     let embed = serenity::CreateEmbed::new()
         .title("Your alerts")
-        .description(format!("**{}** (`{}`)", link.account_name, link.account_id))
+        .description(description)
         .colour(COLOUR_INFO)
         .field("Preferences", preference_lines(&preferences), false)
         .field("Mute", mute, false)
@@ -202,6 +209,32 @@ async fn status(ctx: Context<'_>) -> Result<(), BotError> {
     ctx.send(CreateReply::default().embed(embed).ephemeral(true))
         .await?;
     Ok(())
+}
+
+/// Returns the line `/alerts status` adds when alerts of the user's account are paused.
+fn link_status_notice(status: LinkStatus, suspended_retry: std::time::Duration) -> Option<String> {
+    match status {
+        LinkStatus::Active => None,
+        LinkStatus::Suspended => Some(format!(
+            "**Alerts are paused:** Trackly reports this account as suspended. The bot checks \
+             again every {} and alerts resume by themselves once the account is active.",
+            retry_text(suspended_retry)
+        )),
+        LinkStatus::Revoked => Some(
+            "**Alerts are stopped:** Trackly no longer accepts your linked API key. Link a valid \
+             key with `/sms link` to receive alerts again."
+                .to_owned(),
+        ),
+    }
+}
+
+fn retry_text(interval: std::time::Duration) -> String {
+    let seconds = interval.as_secs().max(1);
+    if seconds >= 60 && seconds % 60 == 0 {
+        format!("{} min", seconds / 60)
+    } else {
+        format!("{seconds} s")
+    }
 }
 
 /// Send yourself a sample alert through the real outbox and dispatcher
@@ -322,5 +355,28 @@ pub async fn handle_mute_button(
     );
     if let Err(error) = component.create_response(&ctx.http, response).await {
         tracing::warn!(user_id = clicker, %error, "failed to respond to the mute button");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_notice_per_link_status() {
+        let retry = std::time::Duration::from_secs(50);
+        assert_eq!(link_status_notice(LinkStatus::Active, retry), None);
+        let suspended = link_status_notice(LinkStatus::Suspended, retry).unwrap();
+        assert!(suspended.contains("Alerts are paused"), "{suspended}");
+        assert!(suspended.contains("every 50 s"), "{suspended}");
+        let revoked = link_status_notice(LinkStatus::Revoked, retry).unwrap();
+        assert!(revoked.contains("/sms link"), "{revoked}");
+    }
+
+    #[test]
+    fn retry_text_units() {
+        assert_eq!(retry_text(std::time::Duration::from_secs(300)), "5 min");
+        assert_eq!(retry_text(std::time::Duration::from_secs(50)), "50 s");
+        assert_eq!(retry_text(std::time::Duration::from_millis(200)), "1 s");
     }
 }

@@ -112,6 +112,34 @@ pub(crate) async fn delete_user_alerts(
     Ok(())
 }
 
+/// Removes what a user's link to `account_id` leaves behind once the link is deleted, revoked
+/// or moved to another account, inside a caller's transaction. It deletes the user's pending
+/// DMs of that account's alerts. When no active or suspended link of the account remains, it
+/// also deletes the account's feed cursor, so that a later link starts at the newest event.
+pub(crate) async fn forget_user_account(
+    tx: &mut Transaction<'_, Sqlite>,
+    discord_user_id: u64,
+    account_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM alert_deliveries
+         WHERE target_kind = 'dm' AND target_id = ? AND status = 'pending'
+           AND event_row_id IN (SELECT id FROM alert_events WHERE account_id = ?)",
+    )
+    .bind(snowflake_to_db(discord_user_id))
+    .bind(account_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM alert_cursors WHERE account_id = ?1
+           AND NOT EXISTS (SELECT 1 FROM links WHERE account_id = ?1 AND status != 'revoked')",
+    )
+    .bind(account_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Db {
     pub async fn alert_preferences(
         &self,
@@ -217,6 +245,64 @@ impl Db {
             .collect()
     }
 
+    /// Returns the accounts whose links are all suspended or revoked, with at least one
+    /// suspended, and whose last poll attempt was before `last_polled_before` (or never), so
+    /// that the poller can check at a slow pace whether the suspension ended.
+    pub async fn suspended_accounts_due(
+        &self,
+        last_polled_before: DateTime<Utc>,
+    ) -> Result<Vec<PollAccount>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT l.account_id, MAX(l.account_name) AS account_name FROM links l
+             LEFT JOIN alert_cursors c ON c.account_id = l.account_id
+             WHERE c.last_polled_at_ms IS NULL OR c.last_polled_at_ms < ?
+             GROUP BY l.account_id
+             HAVING SUM(l.status = 'active') = 0 AND SUM(l.status = 'suspended') > 0
+             ORDER BY l.account_id",
+        )
+        .bind(to_millis(last_polled_before))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PollAccount {
+                    account_id: row.try_get("account_id")?,
+                    account_name: row.try_get("account_name")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Returns the ids of the users with a suspended link to the account, oldest link first.
+    pub async fn suspended_link_users(&self, account_id: &str) -> Result<Vec<u64>, sqlx::Error> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT discord_user_id FROM links WHERE account_id = ? AND status = 'suspended'
+             ORDER BY linked_at_ms, discord_user_id",
+        )
+        .bind(account_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(ids.into_iter().map(snowflake_from_db).collect())
+    }
+
+    /// Marks every suspended link of the account active again, after a call with one of its
+    /// keys succeeded, and returns the number of links changed.
+    pub async fn reactivate_account_links(
+        &self,
+        account_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, sqlx::Error> {
+        let result = sqlx::query(
+            "UPDATE links SET status = 'active', status_changed_at_ms = ?
+             WHERE account_id = ? AND status = 'suspended'",
+        )
+        .bind(to_millis(now))
+        .bind(account_id)
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected())
+    }
+
     /// Returns the ids of the users with an active link to the account, oldest link first, so
     /// the poller tries their keys in a stable order.
     pub async fn active_link_users(&self, account_id: &str) -> Result<Vec<u64>, sqlx::Error> {
@@ -300,6 +386,28 @@ impl Db {
         }
     }
 
+    /// Clears the account's feed cursor after Trackly rejected it, so that the next poll starts
+    /// at the newest event, and records `error`.
+    pub async fn reset_alert_cursor(
+        &self,
+        account_id: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO alert_cursors (account_id, cursor, last_polled_at_ms, last_error)
+             VALUES (?, NULL, ?, ?)
+             ON CONFLICT (account_id) DO UPDATE SET cursor = NULL,
+                 last_polled_at_ms = excluded.last_polled_at_ms, last_error = excluded.last_error",
+        )
+        .bind(account_id)
+        .bind(to_millis(now))
+        .bind(error)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Records a poll that failed before any page was stored.
     pub async fn record_poll_error(
         &self,
@@ -357,9 +465,10 @@ impl Db {
                 continue;
             };
             stored.new_events += 1;
+            let critical = event.severity == Severity::Critical;
             for target in &routed.targets {
                 stored.new_deliveries +=
-                    insert_delivery(&mut tx, row_id, *target, event.severity, now).await?;
+                    insert_delivery(&mut tx, row_id, *target, critical, now).await?;
             }
         }
         sqlx::query(
@@ -409,7 +518,10 @@ impl Db {
         .fetch_optional(&mut *tx)
         .await?;
         let created = match row_id {
-            Some(row_id) => insert_delivery(&mut tx, row_id, target, event.severity, now).await?,
+            Some(row_id) => {
+                let critical = event.severity == Severity::Critical;
+                insert_delivery(&mut tx, row_id, target, critical, now).await?
+            }
             None => 0,
         };
         tx.commit().await?;
@@ -604,6 +716,73 @@ impl Db {
         tx.commit().await
     }
 
+    /// Moves deliveries to `skipped`: the recipient no longer wants them, so they are never sent.
+    pub async fn mark_deliveries_skipped(
+        &self,
+        ids: &[i64],
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE alert_deliveries SET status = 'skipped', last_error = ?
+                 WHERE id = ? AND status = 'pending'",
+            )
+            .bind(reason)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Fails DMs the user cannot receive (50007) and queues an account-channel copy of each
+    /// alert whose account has a channel, in one transaction, so that a crash cannot lose both.
+    /// Returns the number of copies created; a channel that already has the alert gets none.
+    pub async fn fail_dms_with_fallback(
+        &self,
+        deliveries: &[DueDelivery],
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<usize, sqlx::Error> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut copies = 0;
+        for delivery in deliveries {
+            let updated = sqlx::query(
+                "UPDATE alert_deliveries SET status = 'failed', attempts = attempts + 1,
+                     last_error = ?
+                 WHERE id = ? AND status = 'pending'",
+            )
+            .bind(error)
+            .bind(delivery.id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                continue;
+            }
+            let channel: Option<i64> =
+                sqlx::query_scalar("SELECT channel_id FROM account_channels WHERE account_id = ?")
+                    .bind(&delivery.account.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(channel) = channel {
+                let target = Target::AccountChannel {
+                    channel_id: snowflake_from_db(channel),
+                };
+                copies += insert_delivery(
+                    &mut tx,
+                    delivery.event_row_id,
+                    target,
+                    delivery.critical,
+                    now,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(copies)
+    }
+
     /// Delays pending deliveries that are due earlier than `until`, without counting an
     /// attempt, as the digest does with alerts it holds for the end of a window.
     pub async fn hold_deliveries(
@@ -647,7 +826,7 @@ async fn insert_delivery(
     tx: &mut Transaction<'_, Sqlite>,
     event_row_id: i64,
     target: Target,
-    severity: Severity,
+    critical: bool,
     now: DateTime<Utc>,
 ) -> Result<usize, sqlx::Error> {
     let result = sqlx::query(
@@ -659,7 +838,7 @@ async fn insert_delivery(
     .bind(event_row_id)
     .bind(target.kind())
     .bind(snowflake_to_db(target.id()))
-    .bind(i64::from(severity == Severity::Critical))
+    .bind(i64::from(critical))
     .bind(to_millis(now))
     .bind(to_millis(now))
     .execute(&mut **tx)
@@ -877,5 +1056,116 @@ mod tests {
         assert!(!db.set_dm_closed(7, true).await.unwrap());
         assert!(db.alert_preferences(7).await.unwrap().unwrap().dm_closed);
         assert!(db.set_dm_closed(7, false).await.unwrap());
+    }
+
+    async fn store_dm_page(db: &Db, user: u64) {
+        let first = event("evt_1", "delivery_failure");
+        let page = [RoutedEvent {
+            event: &first,
+            payload: json!({"id": "evt_1", "type": "delivery_failure"}).to_string(),
+            targets: vec![
+                Target::Dm { user_id: user },
+                Target::AllAlerts { channel_id: 9 },
+            ],
+        }];
+        db.store_fetched_page(&account(), &page, "c_1", Utc::now())
+            .await
+            .unwrap();
+    }
+
+    async fn pending_targets(db: &Db) -> Vec<Target> {
+        db.due_deliveries(Utc::now(), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|delivery| delivery.target)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn relink_elsewhere_drops_old_dms() {
+        let (db, _dir) = test_db().await;
+        link(&db, 7, "acc_1").await;
+        store_dm_page(&db, 7).await;
+        link(&db, 7, "acc_1").await;
+        assert_eq!(
+            pending_targets(&db).await.len(),
+            2,
+            "same account keeps DMs"
+        );
+
+        link(&db, 7, "acc_2").await;
+        assert_eq!(
+            pending_targets(&db).await,
+            [Target::AllAlerts { channel_id: 9 }]
+        );
+    }
+
+    #[tokio::test]
+    async fn revocation_drops_pending_dms() {
+        let (db, _dir) = test_db().await;
+        link(&db, 7, "acc_1").await;
+        store_dm_page(&db, 7).await;
+        db.set_link_status(7, crate::storage::LinkStatus::Suspended, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(pending_targets(&db).await.len(), 2, "suspension keeps DMs");
+
+        assert!(db
+            .set_link_status(7, crate::storage::LinkStatus::Revoked, Utc::now())
+            .await
+            .unwrap());
+        assert_eq!(
+            pending_targets(&db).await,
+            [Target::AllAlerts { channel_id: 9 }]
+        );
+    }
+
+    #[tokio::test]
+    async fn last_link_removal_deletes_cursor() {
+        let (db, _dir) = test_db().await;
+        link(&db, 7, "acc_1").await;
+        link(&db, 8, "acc_1").await;
+        link(&db, 9, "acc_1").await;
+        store_dm_page(&db, 7).await;
+        let cursor = || async { db.alert_cursor("acc_1").await.unwrap().cursor };
+
+        db.delete_link(7).await.unwrap();
+        assert_eq!(cursor().await.as_deref(), Some("c_1"));
+        link(&db, 8, "acc_2").await;
+        assert_eq!(cursor().await.as_deref(), Some("c_1"));
+        db.set_link_status(9, crate::storage::LinkStatus::Revoked, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(cursor().await, None, "no usable link of acc_1 is left");
+    }
+
+    #[tokio::test]
+    async fn unlink_of_last_link_deletes_cursor() {
+        let (db, _dir) = test_db().await;
+        link(&db, 7, "acc_1").await;
+        store_dm_page(&db, 7).await;
+        db.delete_link(7).await.unwrap();
+        assert_eq!(
+            db.alert_cursor("acc_1").await.unwrap(),
+            CursorState::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn skipped_deliveries_leave_outbox() {
+        let (db, _dir) = test_db().await;
+        store_dm_page(&db, 7).await;
+        let due = db.due_deliveries(Utc::now(), 10).await.unwrap();
+        db.mark_deliveries_skipped(&[due[0].id], "muted")
+            .await
+            .unwrap();
+        assert_eq!(db.pending_delivery_count().await.unwrap(), 1);
+        let status: String = sqlx::query_scalar("SELECT status FROM alert_deliveries WHERE id = ?")
+            .bind(due[0].id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(status, "skipped");
     }
 }

@@ -117,6 +117,22 @@ fn link_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Link, sqlx::Error> {
     })
 }
 
+/// Commits a link status change and returns whether a row changed. On revocation it first
+/// removes what the revoked link leaves behind (pending DMs, and the cursor of an account with no
+/// usable link left).
+async fn finish_status_change(
+    mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+    discord_user_id: u64,
+    status: LinkStatus,
+    changed_account: Option<String>,
+) -> Result<bool, sqlx::Error> {
+    if let (LinkStatus::Revoked, Some(account_id)) = (status, &changed_account) {
+        super::alerts::forget_user_account(&mut tx, discord_user_id, account_id).await?;
+    }
+    tx.commit().await?;
+    Ok(changed_account.is_some())
+}
+
 impl Db {
     pub async fn link(&self, discord_user_id: u64) -> Result<Option<Link>, sqlx::Error> {
         let sql = format!("SELECT {LINK_COLUMNS} FROM links WHERE discord_user_id = ?");
@@ -165,6 +181,14 @@ impl Db {
         .await?;
         // Default alert preferences for a first link; a relink keeps the user's settings.
         super::alerts::ensure_preferences(&mut tx, new.discord_user_id, new.now).await?;
+        // A link to another account drops the user's queued DMs of the old account.
+        if let Some(old) = previous
+            .as_ref()
+            .filter(|old| old.account_id != new.account_id)
+        {
+            super::alerts::forget_user_account(&mut tx, new.discord_user_id, &old.account_id)
+                .await?;
+        }
         tx.commit().await?;
         Ok(previous)
     }
@@ -181,29 +205,34 @@ impl Db {
             .map(|row| link_from_row(&row))
             .transpose()?;
         super::alerts::delete_user_alerts(&mut tx, discord_user_id).await?;
+        if let Some(link) = &removed {
+            super::alerts::forget_user_account(&mut tx, discord_user_id, &link.account_id).await?;
+        }
         tx.commit().await?;
         Ok(removed)
     }
 
     /// Sets the link's status and returns whether it changed, so that a caller reacts to a
-    /// transition (such as the one DM on revocation) exactly once.
+    /// transition (such as the one DM on revocation) exactly once. A revocation also drops the
+    /// user's pending alert DMs of the account.
     pub async fn set_link_status(
         &self,
         discord_user_id: u64,
         status: LinkStatus,
         now: DateTime<Utc>,
     ) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query(
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let account_id: Option<String> = sqlx::query_scalar(
             "UPDATE links SET status = ?, status_changed_at_ms = ?
-             WHERE discord_user_id = ? AND status != ?",
+             WHERE discord_user_id = ? AND status != ? RETURNING account_id",
         )
         .bind(status.as_str())
         .bind(to_millis(now))
         .bind(snowflake_to_db(discord_user_id))
         .bind(status.as_str())
-        .execute(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        finish_status_change(tx, discord_user_id, status, account_id).await
     }
 
     /// Like [`Db::set_link_status`], but only while the link still holds `sealed_key`: an answer
@@ -215,18 +244,19 @@ impl Db {
         status: LinkStatus,
         now: DateTime<Utc>,
     ) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query(
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let account_id: Option<String> = sqlx::query_scalar(
             "UPDATE links SET status = ?, status_changed_at_ms = ?
-             WHERE discord_user_id = ? AND key_sealed = ? AND status != ?",
+             WHERE discord_user_id = ? AND key_sealed = ? AND status != ? RETURNING account_id",
         )
         .bind(status.as_str())
         .bind(to_millis(now))
         .bind(snowflake_to_db(discord_user_id))
         .bind(&sealed_key.bytes)
         .bind(status.as_str())
-        .execute(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        finish_status_change(tx, discord_user_id, status, account_id).await
     }
 
     /// Records a successful call with `sealed_key`: refreshes the account name and role, and

@@ -97,6 +97,9 @@ pub enum TracklyError {
     Forbidden { message: String },
     #[error("Trackly reported that the resource does not exist")]
     NotFound,
+    /// 400 `invalid_cursor` from `GET /events`: the feed does not recognise the `after` cursor.
+    #[error("Trackly rejected the event feed cursor (HTTP 400 invalid_cursor)")]
+    InvalidCursor,
     #[error("Trackly is rate limiting requests (retry after {retry_after:?})")]
     RateLimited { retry_after: Option<Duration> },
     #[error("Trackly is unavailable: {detail}")]
@@ -126,6 +129,7 @@ impl TracklyError {
             TracklyError::ProductNotEnabled { .. } => "product_not_enabled",
             TracklyError::Forbidden { .. } => "forbidden",
             TracklyError::NotFound => "not_found",
+            TracklyError::InvalidCursor => "invalid_cursor",
             TracklyError::RateLimited { .. } => "rate_limited",
             TracklyError::Unavailable { .. } => "unavailable",
             TracklyError::TimedOut(_) => "timed_out",
@@ -344,6 +348,7 @@ fn classify_error(status: StatusCode, body: &[u8], retry_after: Option<Duration>
         },
         404 => TracklyError::NotFound,
         400 if code.as_deref() == Some("not_found") => TracklyError::NotFound,
+        400 if code.as_deref() == Some("invalid_cursor") => TracklyError::InvalidCursor,
         429 => TracklyError::RateLimited { retry_after },
         500..=599 => TracklyError::Unavailable {
             detail: format!("HTTP {status}"),
@@ -437,6 +442,10 @@ mod tests {
         assert_eq!(
             classify(400, r#"{"error":"x","code":"not_found"}"#),
             TracklyError::NotFound
+        );
+        assert_eq!(
+            classify(400, r#"{"error":"Invalid cursor","code":"invalid_cursor"}"#),
+            TracklyError::InvalidCursor
         );
         assert!(matches!(
             classify(503, "<html>"),

@@ -161,7 +161,7 @@ async fn dm_closed_marks_user_and_falls_back() {
     let (db, _dir) = setup().await;
     store(
         &db,
-        &[("evt_1", "inbound_sms"), ("evt_2", "inbound_sms")],
+        &[("evt_1", "opt_out"), ("evt_2", "opt_out")],
         vec![Target::Dm { user_id: ALICE }],
     )
     .await;
@@ -267,4 +267,279 @@ async fn storm_holds_rest_for_digest() {
     assert_eq!(db.pending_delivery_count().await.unwrap(), 25);
     let due = db.next_due_at().await.unwrap().unwrap();
     assert!(due > Utc::now() + chrono::Duration::seconds(50), "{due}");
+}
+
+async fn link_alice(db: &Db, account_id: &str) {
+    let key = SealedKey {
+        key_id: "k1".into(),
+        bytes: vec![2; 40],
+    };
+    db.upsert_link(&NewLink {
+        discord_user_id: ALICE,
+        account_id,
+        account_name: "Other Co",
+        role: "owner",
+        sealed_key: &key,
+        key_masked: "trk_…0001",
+        now: Utc::now(),
+    })
+    .await
+    .unwrap();
+}
+
+async fn delivery_statuses(db: &Db) -> Vec<String> {
+    sqlx::query_scalar("SELECT status FROM alert_deliveries ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn relink_drops_queued_old_account_dm() {
+    let (db, _dir) = setup().await;
+    store(
+        &db,
+        &[("e1", "delivery_failure")],
+        vec![
+            Target::Dm { user_id: ALICE },
+            Target::AllAlerts {
+                channel_id: ALL_ALERTS,
+            },
+        ],
+    )
+    .await;
+    link_alice(&db, "acc_2").await;
+    let sender = Arc::new(RecordingSender::default());
+    let mut dispatcher = dispatcher(&db, &sender, 5);
+    dispatcher.round(&CancellationToken::new()).await.unwrap();
+    assert_eq!(sender.sent_to(Target::Dm { user_id: ALICE }), 0);
+    assert_eq!(
+        sender.sent_to(Target::AllAlerts {
+            channel_id: ALL_ALERTS
+        }),
+        1
+    );
+}
+
+#[tokio::test]
+async fn dm_of_other_account_skipped() {
+    let (db, _dir) = setup().await;
+    // Alice moves to another account; a poll of the old account that routed before the move
+    // stores its DM afterwards.
+    link_alice(&db, "acc_2").await;
+    store(
+        &db,
+        &[("e1", "delivery_failure")],
+        vec![Target::Dm { user_id: ALICE }],
+    )
+    .await;
+    let sender = Arc::new(RecordingSender::default());
+    let mut dispatcher = dispatcher(&db, &sender, 5);
+    let report = dispatcher.round(&CancellationToken::new()).await.unwrap();
+    assert_eq!(report.deliveries_skipped, 1);
+    assert_eq!(report.messages_sent, 0);
+    assert!(sender.sent().is_empty());
+    assert_eq!(delivery_statuses(&db).await, ["skipped"]);
+}
+
+#[tokio::test]
+async fn revoked_link_dm_skipped() {
+    let (db, _dir) = setup().await;
+    store(
+        &db,
+        &[("e1", "delivery_failure")],
+        vec![Target::Dm { user_id: ALICE }],
+    )
+    .await;
+    // Revoke without the storage cleanup, as a second process could have.
+    sqlx::query("UPDATE links SET status = 'revoked'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let sender = Arc::new(RecordingSender::default());
+    let mut dispatcher = dispatcher(&db, &sender, 5);
+    let report = dispatcher.round(&CancellationToken::new()).await.unwrap();
+    assert_eq!(report.deliveries_skipped, 1);
+    assert!(sender.sent().is_empty());
+}
+
+#[tokio::test]
+async fn unauthorized_keeps_outbox_pending() {
+    let (db, _dir) = setup().await;
+    store(
+        &db,
+        &[
+            ("e1", "delivery_failure"),
+            ("e2", "opt_out"),
+            ("e3", "service.outage"),
+        ],
+        vec![
+            Target::Dm { user_id: ALICE },
+            Target::AllAlerts {
+                channel_id: ALL_ALERTS,
+            },
+        ],
+    )
+    .await;
+    let sender = Arc::new(RecordingSender::default());
+    for _ in 0..10 {
+        sender.script(Err(SendError::Unauthorized(
+            "HTTP 401, code 0: 401: Unauthorized".into(),
+        )));
+    }
+    let mut dispatcher = dispatcher(&db, &sender, 5);
+    let shutdown = CancellationToken::new();
+
+    let report = dispatcher.round(&shutdown).await.unwrap();
+    assert!(report.unauthorized);
+    assert_eq!(report.deliveries_failed, 0);
+    assert_eq!(report.deliveries_retried, 0);
+    assert_eq!(db.pending_delivery_count().await.unwrap(), 6);
+    assert_eq!(
+        sender.script.lock().unwrap().len(),
+        9,
+        "one send, then the round stops"
+    );
+
+    // The pause keeps the next round from sending anything.
+    let paused = dispatcher.round(&shutdown).await.unwrap();
+    assert!(paused.unauthorized);
+    assert_eq!(sender.script.lock().unwrap().len(), 9);
+    assert_eq!(db.pending_delivery_count().await.unwrap(), 6);
+}
+
+#[tokio::test]
+async fn unauthorized_pause_ends_and_sends() {
+    let (db, _dir) = setup().await;
+    let target = Target::AllAlerts {
+        channel_id: ALL_ALERTS,
+    };
+    store(&db, &[("e1", "service.outage")], vec![target]).await;
+    let sender = Arc::new(RecordingSender::default());
+    sender.script(Err(SendError::Unauthorized("HTTP 403, code none".into())));
+    let mut dispatcher = dispatcher(&db, &sender, 5);
+    let shutdown = CancellationToken::new();
+    dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(sender.sent_to(target), 0);
+
+    dispatcher.paused_until = Some(Instant::now());
+    let report = dispatcher.round(&shutdown).await.unwrap();
+    assert!(!report.unauthorized);
+    assert_eq!(report.deliveries_sent, 1);
+    assert_eq!(sender.sent_to(target), 1);
+}
+
+#[tokio::test]
+async fn mute_during_storm_stops_queued_rest() {
+    let (db, _dir) = setup().await;
+    let ids: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
+    let events: Vec<(&str, &str)> = ids
+        .iter()
+        .map(|id| (id.as_str(), "delivery_failure"))
+        .collect();
+    let alice = Target::Dm { user_id: ALICE };
+    store(&db, &events, vec![alice]).await;
+    let sender = Arc::new(RecordingSender::default());
+    let mut dispatcher = Dispatcher::new(
+        db.clone(),
+        Arc::clone(&sender),
+        Arc::new(AlertsState::new()),
+        &AlertsConfig {
+            digest_window_secs: 1,
+            ..config(2)
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let first = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(first.messages_sent, 2);
+    assert_eq!(first.deliveries_held, 6);
+
+    // Alice presses "Mute 1 h"; then a critical alert arrives.
+    db.set_alert_mute(
+        ALICE,
+        Some(Utc::now() + chrono::Duration::hours(1)),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    store(&db, &[("critical1", "service.outage")], vec![alice]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(second.deliveries_skipped, 6);
+    assert_eq!(second.deliveries_sent, 1);
+
+    let sent = sender.sent();
+    assert_eq!(sent.len(), 3);
+    assert_eq!(sent[2].1.embeds[0].title, "Service outage");
+    assert_eq!(db.pending_delivery_count().await.unwrap(), 0);
+    let statuses = delivery_statuses(&db).await;
+    assert_eq!(statuses.iter().filter(|s| *s == "skipped").count(), 6);
+    assert!(!statuses.iter().any(|s| s == "failed"));
+}
+
+#[tokio::test]
+async fn toggle_off_skips_queued_dm() {
+    let (db, _dir) = setup().await;
+    store(
+        &db,
+        &[("e1", "opt_out")],
+        vec![Target::Dm { user_id: ALICE }],
+    )
+    .await;
+    let changes = crate::alerts::PreferenceChanges {
+        opt_outs: Some(false),
+        ..Default::default()
+    };
+    db.update_alert_preferences(ALICE, &changes, Utc::now())
+        .await
+        .unwrap();
+    let sender = Arc::new(RecordingSender::default());
+    let mut dispatcher = dispatcher(&db, &sender, 5);
+    let report = dispatcher.round(&CancellationToken::new()).await.unwrap();
+    assert_eq!(report.deliveries_skipped, 1);
+    assert!(sender.sent().is_empty());
+}
+
+#[tokio::test]
+async fn dm_closed_fallback_fails_and_copies() {
+    let (db, _dir) = setup().await;
+    store(
+        &db,
+        &[("e1", "opt_out")],
+        vec![Target::Dm { user_id: ALICE }],
+    )
+    .await;
+    let due = db.due_deliveries(Utc::now(), 10).await.unwrap();
+    let copies = db
+        .fail_dms_with_fallback(&due, "closed", Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(copies, 1);
+    assert_eq!(delivery_statuses(&db).await, ["failed", "pending"]);
+    // A second attempt on the same rows changes nothing.
+    let again = db
+        .fail_dms_with_fallback(&due, "closed", Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+    assert_eq!(delivery_statuses(&db).await, ["failed", "pending"]);
+}
+
+#[test]
+fn nonce_depends_on_every_delivery() {
+    assert_eq!(message_nonce(&[42]), "d42");
+    let digest = message_nonce(&[5, 6, 7]);
+    assert_eq!(
+        digest,
+        message_nonce(&[5, 6, 7]),
+        "a retry reuses the nonce"
+    );
+    assert_ne!(
+        digest,
+        message_nonce(&[5, 6, 8]),
+        "same first id and length"
+    );
+    assert_ne!(digest, message_nonce(&[5, 6]));
+    assert!(digest.len() <= 25);
+    assert!(message_nonce(&[i64::MAX]).len() <= 25);
 }
