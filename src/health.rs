@@ -40,7 +40,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// 200 when the database answers and the gateway is connected, else 503; the body says which.
+/// Returns 200 when the database responds and the gateway is connected, else 503, with a JSON
+/// body that names the failing part.
 async fn healthz(State(state): State<HealthState>) -> impl IntoResponse {
     let database = state.bot.db.ping().await.is_ok();
     let gateway = state.bot.gateway_connected();

@@ -98,6 +98,10 @@ pub enum Category {
     Other,
 }
 
+/// Type name of the sample alert that `/alerts test` stores. The colon keeps it apart from the
+/// feed's dotted type names, so a feed event named `test` stays an unknown type.
+pub const TEST_TYPE_NAME: &str = "bot:test";
+
 impl EventKind {
     pub fn parse(type_name: &str) -> EventKind {
         match type_name {
@@ -110,7 +114,7 @@ impl EventKind {
             "billing.usage_threshold" => EventKind::UsageThreshold,
             "service.high_error_rate" => EventKind::HighErrorRate,
             "service.outage" => EventKind::Outage,
-            "test" => EventKind::Test,
+            TEST_TYPE_NAME => EventKind::Test,
             other => EventKind::Unknown(other.to_owned()),
         }
     }
@@ -265,6 +269,15 @@ impl UnknownTypeLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn feed_type_test_is_unknown() {
+        assert_eq!(
+            EventKind::parse("test"),
+            EventKind::Unknown("test".to_owned())
+        );
+        assert_eq!(EventKind::parse(TEST_TYPE_NAME), EventKind::Test);
+    }
     use serde_json::json;
 
     #[test]

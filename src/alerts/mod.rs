@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 pub use dispatcher::{AlertSender, Dispatcher, SendError};
-pub use event::{Category, Event, EventError, EventKind, Severity};
+pub use event::{Category, Event, EventError, EventKind, Severity, TEST_TYPE_NAME};
 pub use poller::Poller;
 pub use prefs::{parse_mute_duration, MuteDurationError, PreferenceChanges, Preferences};
 pub use render::{AccountLabel, AlertMessage, Embed, EmbedField};

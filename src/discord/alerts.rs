@@ -10,6 +10,7 @@ use super::{Context, Data};
 use crate::alerts::render::parse_mute_button;
 use crate::alerts::{
     parse_mute_duration, Event, EventKind, PreferenceChanges, Preferences, Severity, Target,
+    TEST_TYPE_NAME,
 };
 use crate::storage::alerts::PollAccount;
 use crate::storage::LinkStatus;
@@ -252,7 +253,7 @@ async fn test(ctx: Context<'_>) -> Result<(), BotError> {
     let now = Utc::now();
     let event = Event {
         id: format!("test_{}", ctx.id()),
-        type_name: "test".to_owned(),
+        type_name: TEST_TYPE_NAME.to_owned(),
         kind: EventKind::Test,
         severity: Severity::Low,
         occurred_at: now,
