@@ -261,6 +261,25 @@ pub fn check_config(config_file: &ConfigFile) -> anyhow::Result<()> {
             config.http.listen.as_str()
         }
     );
+    let alerts = if !config.alerts.enabled {
+        "disabled".to_owned()
+    } else {
+        let internal = [
+            config.alerts.all_alerts_channel_id,
+            config.alerts.billing_alerts_channel_id,
+        ]
+        .iter()
+        .filter(|id| id.is_some())
+        .count();
+        format!("enabled, {internal} of 2 internal channels set")
+    };
+    println!("  alerts:          {alerts}");
+    let support = if config.support.channels().is_some() {
+        "configured"
+    } else {
+        "not configured (/support needs support.channel_id, staff_channel_id, staff_log_channel_id and staff_role_id)"
+    };
+    println!("  support tickets: {support}");
     Ok(())
 }
 

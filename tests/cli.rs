@@ -48,6 +48,8 @@ fn check_config_accepts_defaults_and_ignores_unrelated_variables() {
     let output = run(dir.path(), &["check-config"], &env);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", stderr(&output));
+    assert!(text.contains("alerts:          enabled"), "{text}");
+    assert!(text.contains("support tickets: not configured"), "{text}");
     assert!(text.contains("configuration OK"), "{text}");
     assert!(
         text.contains("Some(42)"),
