@@ -528,32 +528,6 @@ impl Db {
         Ok(created)
     }
 
-    /// Adds a delivery of an already stored event, such as the account-channel copy after a
-    /// DM was rejected. Returns false when that target already has one.
-    pub async fn add_delivery(
-        &self,
-        event_row_id: i64,
-        target: Target,
-        critical: bool,
-        now: DateTime<Utc>,
-    ) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query(
-            "INSERT INTO alert_deliveries (event_row_id, target_kind, target_id, critical, status,
-                 next_attempt_at_ms, created_at_ms)
-             VALUES (?, ?, ?, ?, 'pending', ?, ?)
-             ON CONFLICT (event_row_id, target_kind, target_id) DO NOTHING",
-        )
-        .bind(event_row_id)
-        .bind(target.kind())
-        .bind(snowflake_to_db(target.id()))
-        .bind(i64::from(critical))
-        .bind(to_millis(now))
-        .bind(to_millis(now))
-        .execute(self.pool())
-        .await?;
-        Ok(result.rows_affected() == 1)
-    }
-
     /// Returns the targets with pending deliveries due at `now`, the one with the oldest due
     /// delivery first.
     pub async fn due_targets(
