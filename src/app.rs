@@ -21,7 +21,7 @@ use crate::tickets::TicketService;
 use crate::trackly::TracklyClient;
 use crate::{health, telemetry};
 
-/// Runs the bot until it is told to stop.
+/// Runs the bot until SIGTERM or Ctrl-C stops it.
 pub async fn run(config_file: &ConfigFile) -> anyhow::Result<()> {
     let (config, secrets) = load_all(config_file)?;
     let mut log_secrets = telemetry::env_secrets();

@@ -41,7 +41,7 @@ pub enum AccountCallError {
     #[error("the link was revoked")]
     Revoked,
     /// Trackly returned 401 just now. `newly_revoked` is true only for the call that moved the
-    /// link to revoked, so the user is told by DM exactly once.
+    /// link to revoked, so the user gets exactly one DM.
     #[error("the key was rejected")]
     KeyRejected {
         newly_revoked: bool,

@@ -318,7 +318,7 @@ async fn link_errors_give_clear_messages() {
             key: "NoAnswer",
             fault: FaultKind::NoAnswer,
             times: None,
-            expected: "did not answer in time",
+            expected: "did not respond in time",
             attempts: 2..=3,
         },
         ErrorCase {
@@ -598,7 +598,7 @@ async fn revoked_key_on_balance_sends_one_dm() {
         .unwrap()
         .contains("Acme Promotions"));
 
-    // The second balance call was answered from the revoked status, without calling Trackly.
+    // The second balance call is rejected from the stored revoked status, without calling Trackly.
     let balance_calls = harness
         .sim
         .requests()

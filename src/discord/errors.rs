@@ -89,7 +89,7 @@ pub fn trackly_error_message(error: &TracklyError, doing: &str) -> String {
             "Could not {doing}: Trackly is unreachable right now. Nothing was changed; try again in a few minutes."
         ),
         TracklyError::TimedOut(_) => format!(
-            "Could not {doing}: Trackly did not answer in time. Nothing was changed; try again in a few minutes."
+            "Could not {doing}: Trackly did not respond in time. Nothing was changed; try again in a few minutes."
         ),
         TracklyError::InvalidCursor | TracklyError::UnexpectedResponse { .. } => format!(
             "Could not {doing}: Trackly returned an unexpected response. Try again later; if it keeps happening, open a support ticket."

@@ -12,7 +12,7 @@ use super::{sms, Data};
 pub const CUSTOM_ID: &str = "trackly-link-modal";
 const KEY_FIELD_ID: &str = "api_key";
 
-/// Answers `interaction` with the API-key modal.
+/// Responds to `interaction` with the API-key modal.
 pub async fn open(
     ctx: &serenity::Context,
     interaction: &serenity::CommandInteraction,
@@ -50,7 +50,7 @@ fn field_value<'a>(modal: &'a serenity::ModalInteraction, custom_id: &str) -> Op
 }
 
 /// Links the key from a submitted modal. Defers ephemerally first, because validating the key
-/// calls Trackly and Discord wants an answer within 3 seconds.
+/// calls Trackly and Discord expects a response within 3 seconds.
 pub async fn handle_submit(
     ctx: &serenity::Context,
     data: &Data,

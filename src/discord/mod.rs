@@ -35,7 +35,7 @@ pub struct Data {
 
 pub type Context<'a> = poise::Context<'a, Data, BotError>;
 
-/// The command tree that is registered with Discord.
+/// Returns the command tree that is registered with Discord.
 pub fn commands() -> Vec<poise::Command<Data, BotError>> {
     vec![sms::sms(), alerts::alerts(), support::support()]
 }

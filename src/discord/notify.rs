@@ -42,6 +42,6 @@ pub async fn notify_key_revoked(http: &serenity::Http, user_id: u64, account_nam
         "Trackly no longer accepts the API key linked for **{account_name}**: it was deleted or rotated. \
          Alerts, account commands and your access to the account channel stop until you link a new key with `/sms link`."
     );
-    // Logged inside; the DM is a courtesy and the command reply already says the same.
+    // Logged inside; the DM is a courtesy and the command reply already contains the same text.
     let _ = send_dm(http, user_id, &content).await;
 }

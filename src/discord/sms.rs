@@ -354,7 +354,7 @@ async fn whoami(ctx: Context<'_>) -> Result<(), BotError> {
             };
             (refreshed, None)
         }
-        // Trackly being down should not hide what the bot already knows.
+        // Trackly being down should not hide the details the bot already stored.
         Err(AccountCallError::Trackly(error)) if error.is_transient() => {
             tracing::warn!(user_id, %error, "showing stored account details because trackly is unreachable");
             let link = data

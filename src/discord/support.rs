@@ -1116,7 +1116,7 @@ pub async fn handle_component(
                         .components(Vec::new()),
                 );
                 if let Err(error) = component.create_response(http, update).await {
-                    tracing::warn!(interaction_id = component.id.get(), %error, "failed to answer a claim confirmation");
+                    tracing::warn!(interaction_id = component.id.get(), %error, "failed to respond to a claim confirmation");
                 }
             }
             if let Some((ticket, previous)) = changed {

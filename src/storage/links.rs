@@ -9,9 +9,9 @@ use crate::crypto::SealedKey;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkStatus {
     Active,
-    /// Trackly answered 401 for the key: it was deleted or rotated.
+    /// Trackly returned 401 for the key: it was deleted or rotated.
     Revoked,
-    /// Trackly answered 403 suspended for the account.
+    /// Trackly returned 403 suspended for the account.
     Suspended,
 }
 
@@ -235,7 +235,7 @@ impl Db {
         finish_status_change(tx, discord_user_id, status, account_id).await
     }
 
-    /// Like [`Db::set_link_status`], but only while the link still holds `sealed_key`: an answer
+    /// Like [`Db::set_link_status`], but only while the link still contains `sealed_key`: a response
     /// about a key the user has since replaced must not change the new link.
     pub async fn set_link_status_for_key(
         &self,

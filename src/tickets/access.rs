@@ -21,7 +21,7 @@ pub enum Action {
 /// Why an action is not allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
-    /// The user is neither the requester nor staff. They are told the same as for a ticket that
+    /// The user is neither the requester nor staff. They get the same reply as for a ticket that
     /// does not exist, so they learn nothing about it.
     Hidden,
     StaffOnly,
