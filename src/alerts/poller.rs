@@ -316,8 +316,16 @@ impl<S: AlertSender> Poller<S> {
                 );
             }
             let stored = self
-                .store_page(account, &page.events, &page.next_cursor)
+                .store_page(account, &page.events, cursor.as_deref(), &page.next_cursor)
                 .await?;
+            if stored.superseded {
+                tracing::info!(
+                    account_id = %account.account_id,
+                    "the account's links or feed cursor changed during the poll; \
+                     the page is dropped and the next run reads from the current cursor"
+                );
+                break;
+            }
             result.pages += 1;
             result.new_events += stored.new_events;
             result.repeated_events += stored.repeated_events;
@@ -355,6 +363,7 @@ impl<S: AlertSender> Poller<S> {
         &self,
         account: &PollAccount,
         raw_events: &[serde_json::Value],
+        read_from: Option<&str>,
         next_cursor: &str,
     ) -> Result<crate::storage::alerts::StoredPage, PollError> {
         let db = self.links.db();
@@ -403,7 +412,7 @@ impl<S: AlertSender> Poller<S> {
             })
             .collect();
         Ok(db
-            .store_fetched_page(account, &routed, next_cursor, now)
+            .store_fetched_page(account, &routed, read_from, next_cursor, now)
             .await?)
     }
 }

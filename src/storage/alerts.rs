@@ -29,6 +29,9 @@ pub struct StoredPage {
     pub new_events: usize,
     pub repeated_events: usize,
     pub new_deliveries: usize,
+    /// True when nothing was stored because the account lost its last usable link or its
+    /// cursor moved while the page was being fetched.
+    pub superseded: bool,
 }
 
 /// A delivery that is due, with what is needed to render it.
@@ -431,15 +434,34 @@ impl Db {
     /// Stores one fetched page: the new events, their deliveries and the cursor advance, in one
     /// immediate transaction, so a crash leaves either all of it or none. An event id already
     /// stored for the account adds nothing.
+    ///
+    /// `read_from` is the cursor the page was fetched after. The page is stored only while the
+    /// account still has an active or suspended link and its cursor is still `read_from`;
+    /// otherwise nothing changes and the result is marked superseded. This keeps a poll that
+    /// overlapped the removal of the account's last link from writing the old cursor back.
     pub async fn store_fetched_page(
         &self,
         account: &PollAccount,
         events: &[RoutedEvent<'_>],
+        read_from: Option<&str>,
         next_cursor: &str,
         now: DateTime<Utc>,
     ) -> Result<StoredPage, sqlx::Error> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let mut stored = StoredPage::default();
+        let current: i64 = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM links WHERE account_id = ?1 AND status != 'revoked')
+                 AND (SELECT cursor FROM alert_cursors WHERE account_id = ?1) IS ?2",
+        )
+        .bind(&account.account_id)
+        .bind(read_from)
+        .fetch_one(&mut *tx)
+        .await?;
+        if current == 0 {
+            tx.rollback().await?;
+            stored.superseded = true;
+            return Ok(stored);
+        }
         let now_ms = to_millis(now);
         for routed in events {
             let event = routed.event;
@@ -863,6 +885,7 @@ mod tests {
     #[tokio::test]
     async fn repeated_event_adds_no_delivery() {
         let (db, _dir) = test_db().await;
+        link(&db, 7, "acc_1").await;
         let first = event("evt_1", "delivery_failure");
         let targets = vec![
             Target::Dm { user_id: 7 },
@@ -874,14 +897,14 @@ mod tests {
             targets: targets.clone(),
         }];
         let stored = db
-            .store_fetched_page(&account(), &page, "c_1", Utc::now())
+            .store_fetched_page(&account(), &page, None, "c_1", Utc::now())
             .await
             .unwrap();
         assert_eq!(stored.new_events, 1);
         assert_eq!(stored.new_deliveries, 2);
 
         let again = db
-            .store_fetched_page(&account(), &page, "c_2", Utc::now())
+            .store_fetched_page(&account(), &page, Some("c_1"), "c_2", Utc::now())
             .await
             .unwrap();
         assert_eq!(again.new_events, 0);
@@ -897,6 +920,7 @@ mod tests {
     #[tokio::test]
     async fn due_deliveries_round_trip_and_sent() {
         let (db, _dir) = test_db().await;
+        link(&db, 7, "acc_1").await;
         let first = event("evt_1", "service.outage");
         let page = [RoutedEvent {
             event: &first,
@@ -904,7 +928,7 @@ mod tests {
                 .to_string(),
             targets: vec![Target::AllAlerts { channel_id: 9 }],
         }];
-        db.store_fetched_page(&account(), &page, "c_1", Utc::now())
+        db.store_fetched_page(&account(), &page, None, "c_1", Utc::now())
             .await
             .unwrap();
         let due = db.due_deliveries(Utc::now(), 10).await.unwrap();
@@ -924,6 +948,7 @@ mod tests {
     #[tokio::test]
     async fn retry_delays_and_failed_stops() {
         let (db, _dir) = test_db().await;
+        link(&db, 7, "acc_1").await;
         let first = event("evt_1", "opt_out");
         let page = [RoutedEvent {
             event: &first,
@@ -931,7 +956,7 @@ mod tests {
             targets: vec![Target::Dm { user_id: 1 }, Target::Dm { user_id: 2 }],
         }];
         let now = Utc::now();
-        db.store_fetched_page(&account(), &page, "c_1", now)
+        db.store_fetched_page(&account(), &page, None, "c_1", now)
             .await
             .unwrap();
         let due = db.due_deliveries(now, 10).await.unwrap();
@@ -986,7 +1011,7 @@ mod tests {
                 Target::AllAlerts { channel_id: 9 },
             ],
         }];
-        db.store_fetched_page(&account(), &page, "c_1", Utc::now())
+        db.store_fetched_page(&account(), &page, None, "c_1", Utc::now())
             .await
             .unwrap();
         db.delete_link(7).await.unwrap();
@@ -1042,7 +1067,7 @@ mod tests {
                 Target::AllAlerts { channel_id: 9 },
             ],
         }];
-        db.store_fetched_page(&account(), &page, "c_1", Utc::now())
+        db.store_fetched_page(&account(), &page, None, "c_1", Utc::now())
             .await
             .unwrap();
     }
@@ -1115,6 +1140,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn page_of_overlapping_poll_is_dropped() {
+        let (db, _dir) = test_db().await;
+        link(&db, 7, "acc_1").await;
+        store_dm_page(&db, 7).await;
+        let late = event("evt_late", "delivery_failure");
+        let page = [RoutedEvent {
+            event: &late,
+            payload: json!({"id": "evt_late", "type": "delivery_failure"}).to_string(),
+            targets: vec![Target::Dm { user_id: 7 }],
+        }];
+
+        // The poll read c_1, then the last link went away and the cursor with it.
+        db.delete_link(7).await.unwrap();
+        let stored = db
+            .store_fetched_page(&account(), &page, Some("c_1"), "c_2", Utc::now())
+            .await
+            .unwrap();
+        assert!(stored.superseded);
+        assert_eq!(stored.new_events, 0);
+        assert_eq!(db.alert_cursor("acc_1").await.unwrap().cursor, None);
+
+        // Relinked before the late page arrived: the cursor no longer matches what the poll
+        // read, so the new link still starts at the newest event.
+        link(&db, 7, "acc_1").await;
+        let stored = db
+            .store_fetched_page(&account(), &page, Some("c_1"), "c_2", Utc::now())
+            .await
+            .unwrap();
+        assert!(stored.superseded);
+        assert_eq!(db.alert_cursor("acc_1").await.unwrap().cursor, None);
+
+        let stored = db
+            .store_fetched_page(&account(), &page, None, "c_3", Utc::now())
+            .await
+            .unwrap();
+        assert!(!stored.superseded);
+        assert_eq!(stored.new_deliveries, 1);
+        assert_eq!(
+            db.alert_cursor("acc_1").await.unwrap().cursor.as_deref(),
+            Some("c_3")
+        );
+    }
+
+    #[tokio::test]
     async fn unlink_of_last_link_deletes_cursor() {
         let (db, _dir) = test_db().await;
         link(&db, 7, "acc_1").await;
@@ -1129,6 +1198,7 @@ mod tests {
     #[tokio::test]
     async fn skipped_deliveries_leave_outbox() {
         let (db, _dir) = test_db().await;
+        link(&db, 7, "acc_1").await;
         store_dm_page(&db, 7).await;
         let due = db.due_deliveries(Utc::now(), 10).await.unwrap();
         db.mark_deliveries_skipped(&[due[0].id], "muted")

@@ -115,9 +115,13 @@ async fn store(db: &Db, events: &[(&str, &str)], targets: Vec<Target>) {
         account_id: "acc_1".into(),
         account_name: "Acme".into(),
     };
-    db.store_fetched_page(&account, &routed, "c_1", Utc::now())
+    let cursor = db.alert_cursor("acc_1").await.unwrap().cursor;
+    let next = format!("{}+", cursor.as_deref().unwrap_or("c"));
+    let stored = db
+        .store_fetched_page(&account, &routed, cursor.as_deref(), &next, Utc::now())
         .await
         .unwrap();
+    assert!(!stored.superseded, "acc_1 has no usable link in this test");
 }
 
 fn dispatcher(
@@ -270,12 +274,16 @@ async fn storm_holds_rest_for_digest() {
 }
 
 async fn link_alice(db: &Db, account_id: &str) {
+    link_user(db, ALICE, account_id).await;
+}
+
+async fn link_user(db: &Db, user_id: u64, account_id: &str) {
     let key = SealedKey {
         key_id: "k1".into(),
         bytes: vec![2; 40],
     };
     db.upsert_link(&NewLink {
-        discord_user_id: ALICE,
+        discord_user_id: user_id,
         account_id,
         account_name: "Other Co",
         role: "owner",
@@ -324,8 +332,9 @@ async fn relink_drops_queued_old_account_dm() {
 #[tokio::test]
 async fn dm_of_other_account_skipped() {
     let (db, _dir) = setup().await;
-    // Alice moves to another account; a poll of the old account that routed before the move
-    // stores its DM afterwards.
+    // Alice moves to another account; a poll of the old account, which another user keeps
+    // linked, routed before the move and stores its DM afterwards.
+    link_user(&db, ALICE + 1, "acc_1").await;
     link_alice(&db, "acc_2").await;
     store(
         &db,
