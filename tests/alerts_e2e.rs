@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{final_text, test_key, Harness, Options};
-use fake_discord::{ButtonClick, FakeDiscord, OptionValue, ScriptedError, SlashCommand};
+use fake_discord::{ButtonClick, FakeDiscord, HeldReply, OptionValue, ScriptedError, SlashCommand};
 use serde_json::{json, Value};
 
 const ALICE: u64 = 100_000_000_000_000_001;
@@ -507,6 +507,92 @@ async fn sigkill_before_send_delivers_once() {
         )
         .await,
         0
+    );
+    setup.harness.finish().await;
+}
+
+/// The crash window after Discord created a message but before the bot recorded it as sent:
+/// the restarted bot sends it again with the same nonce, and Discord returns the first message
+/// instead of creating a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_discord_created_message_delivers_once() {
+    let mut setup = start(vec!["AcmeOwner"], "").await;
+    setup.harness.link(ALICE, &test_key("AcmeOwner")).await;
+    setup.wait_cursor(ACME).await;
+    let account_channel = setup.account_channel(ACME);
+    let dm_channel = setup.discord().dm_channel_id(ALICE);
+    setup.discord().hold_replies(HeldReply::new(
+        "POST",
+        format!("/api/v10/channels/{dm_channel}/messages"),
+        Duration::from_secs(120),
+    ));
+
+    setup
+        .harness
+        .sim
+        .append_events(ACME, vec![event("n1", "delivery_failure", failure_data())])
+        .unwrap();
+    setup
+        .wait_until("the DM created while its reply is held", |d| {
+            d.dm_messages_to(ALICE).len() == 1
+        })
+        .await;
+    let db = setup.harness.db_path();
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM alert_deliveries WHERE target_kind = 'dm' AND status = 'pending'"
+        )
+        .await,
+        1,
+        "the bot has not heard back, so the DM delivery is still pending"
+    );
+
+    setup.harness.restart_bot().await;
+    setup.discord().clear_held_replies();
+    let dm_path = format!("/api/v10/channels/{dm_channel}/messages");
+    setup
+        .wait_until("the DM sent again after the restart", |d| {
+            d.requests()
+                .iter()
+                .filter(|r| r.method == "POST" && r.path == dm_path)
+                .count()
+                >= 2
+        })
+        .await;
+    let started = Instant::now();
+    while query_i64(
+        &db,
+        "SELECT COUNT(*) FROM alert_deliveries WHERE status != 'sent'",
+    )
+    .await
+        > 0
+    {
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "deliveries never marked sent\n{}",
+            setup.harness.tail_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let posts: Vec<Value> = setup
+        .discord()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == dm_path)
+        .filter_map(|r| r.body)
+        .collect();
+    assert!(
+        posts
+            .iter()
+            .all(|body| body["enforce_nonce"] == true && body["nonce"] == posts[0]["nonce"]),
+        "every attempt carries the same enforced nonce: {posts:?}"
+    );
+    assert_eq!(alert_ids(&setup.discord().dm_messages_to(ALICE)), ["n1"]);
+    assert_eq!(
+        alert_ids(&setup.discord().messages_in(account_channel)),
+        ["n1"]
     );
     setup.harness.finish().await;
 }

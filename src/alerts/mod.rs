@@ -4,8 +4,8 @@
 //! The delivery guarantee: a fetched page, its deliveries and the cursor advance are committed
 //! in one transaction, and a delivery becomes `sent` only after Discord confirmed the message.
 //! A crash between the two sends the message again on restart. Each message carries a nonce with
-//! `enforce_nonce`, which asks Discord to drop a repeat of the same nonce.
-//! NOTE: the fake Discord does not check nonces, so that de-duplication is untested here.
+//! `enforce_nonce`: for a few minutes Discord answers a repeat of the nonce with the first
+//! message instead of creating another, so a restart within that time sends nothing twice.
 
 pub mod digest;
 pub mod dispatcher;

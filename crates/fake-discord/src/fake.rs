@@ -15,8 +15,8 @@ use crate::payloads::{self, GuildChannelFields};
 use crate::shared::Shared;
 use crate::state::{State, INTENT_GUILDS};
 use crate::types::{
-    ButtonClick, FakeUser, InteractionRecord, InteractionRef, ModalSubmit, RecordedRequest,
-    RegisteredCommands, ScriptedError, SlashCommand,
+    ButtonClick, FakeUser, HeldReply, InteractionRecord, InteractionRef, ModalSubmit,
+    RecordedRequest, RegisteredCommands, ScriptedError, SlashCommand,
 };
 use crate::{gateway, inject, openapi, rest};
 
@@ -251,6 +251,29 @@ impl FakeDiscord {
 
     pub fn clear_scripted_errors(&self) {
         self.shared.update(|state| state.scripted.clear());
+    }
+
+    /// Handles matching requests as usual but sends their reply only after the hold, so a
+    /// test can stop the bot between Discord acting on a request and the bot hearing of it.
+    /// Scripted errors take precedence.
+    pub fn hold_replies(&self, held: HeldReply) {
+        self.shared.update(|state| {
+            state.log_line(format!(
+                "holding replies: {} {} for {} ms ({})",
+                held.method,
+                held.path,
+                held.hold.as_millis(),
+                held.times
+                    .map_or("until cleared".to_string(), |times| format!(
+                        "{times} times"
+                    ))
+            ));
+            state.held_replies.push(held);
+        });
+    }
+
+    pub fn clear_held_replies(&self) {
+        self.shared.update(|state| state.held_replies.clear());
     }
 
     /// Returns a channel (guild channel, thread or DM) as Discord would return it, with its

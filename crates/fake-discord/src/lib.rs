@@ -55,7 +55,7 @@ mod types;
 pub use config::{FakeDiscordConfig, OPENAPI_SPEC_ENV};
 pub use fake::FakeDiscord;
 pub use types::{
-    ButtonClick, CommandScope, FakeUser, InteractionRecord, InteractionRef, ModalSubmit,
+    ButtonClick, CommandScope, FakeUser, HeldReply, InteractionRecord, InteractionRef, ModalSubmit,
     OptionValue, RecordedRequest, RegisteredCommands, ScriptedError, SlashCommand, EPHEMERAL_FLAG,
 };
 

@@ -308,6 +308,57 @@ fn rest_message_payloads_deserialize() {
 }
 
 #[test]
+fn enforced_nonce_returns_the_first_message() {
+    let mut harness = Harness::new();
+    let config = harness.config();
+    let path = format!("/api/v10/channels/{}/messages", config.general_channel_id());
+    let body = |nonce: Value, enforce: bool| {
+        Some(json!({"content": "alert", "nonce": nonce, "enforce_nonce": enforce}))
+    };
+
+    let first: Message = parse(
+        "Message",
+        &harness.rest(Method::POST, &path, body(json!("d17"), true)),
+    );
+    assert!(
+        matches!(&first.nonce, Some(serenity::model::channel::Nonce::String(n)) if n == "d17"),
+        "{:?}",
+        first.nonce
+    );
+    let repeat: Message = parse(
+        "Message",
+        &harness.rest(Method::POST, &path, body(json!("d17"), true)),
+    );
+    assert_eq!(repeat.id, first.id, "the repeat returns the first message");
+
+    // Without enforce_nonce, or with another nonce, a new message is created.
+    let unenforced: Message = parse(
+        "Message",
+        &harness.rest(Method::POST, &path, body(json!("d17"), false)),
+    );
+    assert_ne!(unenforced.id, first.id);
+    let other: Message = parse(
+        "Message",
+        &harness.rest(Method::POST, &path, body(json!(18), true)),
+    );
+    assert_ne!(other.id, first.id);
+    let history = harness.rest(Method::GET, &format!("{path}?limit=10"), None);
+    assert_eq!(history.as_array().map(Vec::len), Some(3));
+
+    let (status, error) = respond_for_test(
+        &mut harness.state,
+        Method::POST,
+        &path,
+        body(json!("n".repeat(26)), true),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error.unwrap()["errors"]["nonce"]["_errors"][0]["code"],
+        "BASE_TYPE_MAX_LENGTH"
+    );
+}
+
+#[test]
 fn rest_identity_payloads_deserialize() {
     let mut harness = Harness::new();
     let config = harness.config();

@@ -10,8 +10,8 @@ use crate::config::FakeDiscordConfig;
 use crate::payloads::{self, GuildChannelFields, Role};
 use crate::permissions;
 use crate::types::{
-    CommandScope, FakeUser, InteractionRecord, InteractionRef, RecordedRequest, RegisteredCommands,
-    ScriptedError,
+    CommandScope, FakeUser, HeldReply, InteractionRecord, InteractionRef, RecordedRequest,
+    RegisteredCommands, ScriptedError,
 };
 
 /// First snowflake the fake assigns. It lies far above the configured ids, so the two never
@@ -118,6 +118,10 @@ pub struct State {
     pub requests: Vec<RecordedRequest>,
     pub log: Vec<String>,
     pub scripted: Vec<ScriptedError>,
+    pub held_replies: Vec<HeldReply>,
+    /// Message created per author id and nonce, for requests with `enforce_nonce`, with the
+    /// time the nonce was first used.
+    pub nonces: HashMap<(u64, String), (u64, Instant)>,
     pub violations: Vec<String>,
     pub gateway: Gateway,
 }
@@ -191,6 +195,8 @@ impl State {
             requests: Vec::new(),
             log: Vec::new(),
             scripted: Vec::new(),
+            held_replies: Vec::new(),
+            nonces: HashMap::new(),
             violations: Vec::new(),
             gateway: Gateway {
                 url: gateway_url,

@@ -351,6 +351,43 @@ impl ScriptedError {
     }
 }
 
+/// A reply the fake holds back: matching requests are handled as usual, then their reply is
+/// sent only after `hold`. A client that gives up or dies meanwhile has had its request carried
+/// out without learning the result.
+#[derive(Clone, Debug)]
+pub struct HeldReply {
+    /// HTTP method, compared case-insensitively.
+    pub method: String,
+    /// Path pattern as in [`ScriptedError::path`].
+    pub path: String,
+    pub hold: std::time::Duration,
+    /// Number of matching requests whose reply is held. `None` holds every match until
+    /// [`crate::FakeDiscord::clear_held_replies`].
+    pub times: Option<u32>,
+}
+
+impl HeldReply {
+    /// Holds the replies to every matching request until cleared.
+    pub fn new(
+        method: impl Into<String>,
+        path: impl Into<String>,
+        hold: std::time::Duration,
+    ) -> Self {
+        HeldReply {
+            method: method.into(),
+            path: path.into(),
+            hold,
+            times: None,
+        }
+    }
+
+    /// Limits the hold to the next `times` matching requests.
+    pub fn times(mut self, times: u32) -> Self {
+        self.times = Some(times);
+        self
+    }
+}
+
 /// Scope of a registered command list: global or one guild.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommandScope {

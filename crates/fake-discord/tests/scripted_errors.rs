@@ -1,8 +1,11 @@
-//! Scripted errors: status, Discord error code, how many times they apply, and 429 responses.
+//! Scripted errors: status, Discord error code, how many times they apply, and 429 responses;
+//! held replies.
 
 mod common;
 
-use fake_discord::{FakeDiscord, FakeDiscordConfig, FakeUser, ScriptedError};
+use std::time::Duration;
+
+use fake_discord::{FakeDiscord, FakeDiscordConfig, FakeUser, HeldReply, ScriptedError};
 use serde_json::{json, Value};
 use serenity::all::{ChannelId, CreateMessage, UserId};
 use serenity::http::HttpError;
@@ -61,6 +64,42 @@ async fn scripted_error_applies_times_then_stops() {
         1,
         "scripted answers store nothing"
     );
+    fake.shutdown().await;
+}
+
+#[tokio::test]
+async fn held_reply_acts_before_answering() {
+    let fake = FakeDiscord::start(FakeDiscordConfig::default())
+        .await
+        .unwrap();
+    let general = fake.config().general_channel_id();
+    fake.hold_replies(
+        HeldReply::new(
+            "POST",
+            "/api/v10/channels/*/messages",
+            Duration::from_secs(30),
+        )
+        .times(1),
+    );
+
+    // The client gives up long before the reply comes, yet the message exists.
+    let request = raw_client()
+        .post(format!(
+            "{}/api/v10/channels/{general}/messages",
+            fake.rest_base()
+        ))
+        .header("authorization", format!("Bot {BOT_TOKEN}"))
+        .timeout(Duration::from_millis(300))
+        .json(&json!({"content": "held"}))
+        .send()
+        .await;
+    assert!(request.is_err_and(|error| error.is_timeout()));
+    assert_eq!(fake.messages_in(general).len(), 1, "{}", fake.request_log());
+
+    // The hold applied once: the next reply comes at once.
+    let response = send_message(&fake, general).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(fake.messages_in(general).len(), 2);
     fake.shutdown().await;
 }
 

@@ -22,6 +22,12 @@ const MAX_FIELD_NAME_CHARS: usize = 256;
 const MAX_FIELD_VALUE_CHARS: usize = 1024;
 const MAX_FOOTER_TEXT_CHARS: usize = 2048;
 const MAX_AUTHOR_NAME_CHARS: usize = 256;
+/// Discord's limit on a message nonce, in characters.
+const MAX_NONCE_CHARS: usize = 25;
+/// How long a nonce sent with `enforce_nonce` keeps returning the first message. Discord
+/// documents "the past few minutes"; the fake keeps it shorter so that no test relies on more
+/// than Discord promises.
+const NONCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
 /// Default and maximum of `limit` on `GET /channels/{channel}/messages`.
 const DEFAULT_HISTORY_LIMIT: usize = 50;
 const MAX_HISTORY_LIMIT: usize = 100;
@@ -266,6 +272,31 @@ fn create(state: &mut State, request: &Request, channel_id: u64) -> Reply {
     if let Err(reply) = check_message_body(&body, !request.files.is_empty(), BodyUse::Create) {
         return reply;
     }
+    let nonce = match message_nonce(&body) {
+        Ok(nonce) => nonce,
+        Err(reply) => return reply,
+    };
+    let bot = state.bot_user();
+    let enforced = nonce
+        .clone()
+        .filter(|_| body["enforce_nonce"] == Value::Bool(true))
+        .map(|nonce| (bot.id, nonce));
+    if let Some(key) = &enforced {
+        let earlier = state
+            .nonces
+            .get(key)
+            .filter(|(_, first_used)| first_used.elapsed() < NONCE_WINDOW)
+            .and_then(|(message_id, _)| state.messages.get(message_id))
+            .map(|stored| stored.value.clone());
+        if let Some(earlier) = earlier {
+            state.log_line(format!(
+                "nonce {:?} repeated with enforce_nonce: returned message {} again",
+                key.1,
+                earlier["id"].as_str().unwrap_or_default()
+            ));
+            return Reply::ok(earlier);
+        }
+    }
 
     // Sending into an archived, unlocked thread unarchives it, as on Discord.
     if is_thread(&channel) && channel["thread_metadata"]["archived"] == true {
@@ -276,8 +307,7 @@ fn create(state: &mut State, request: &Request, channel_id: u64) -> Reply {
 
     let message_id = state.next_id();
     let attachments = store_attachments(state, &request.files, &body);
-    let bot = state.bot_user();
-    let message = payloads::message(
+    let mut message = payloads::message(
         MessageFields {
             id: message_id,
             channel_id,
@@ -290,8 +320,41 @@ fn create(state: &mut State, request: &Request, channel_id: u64) -> Reply {
         },
         &body,
     );
+    if let Some(nonce) = &nonce {
+        message["nonce"] = Value::String(nonce.clone());
+    }
+    if let Some(key) = enforced {
+        state
+            .nonces
+            .insert(key, (message_id, std::time::Instant::now()));
+    }
     state.store_message(message.clone(), false);
     Reply::ok(message)
+}
+
+/// Reads the optional `nonce` of a create body, an integer or a string of at most 25
+/// characters, as the text Discord compares.
+fn message_nonce(body: &Value) -> Result<Option<String>, Reply> {
+    let nonce = match &body["nonce"] {
+        Value::Null => return Ok(None),
+        Value::String(text) => text.clone(),
+        Value::Number(number) if number.is_i64() || number.is_u64() => number.to_string(),
+        _ => {
+            return Err(Reply::invalid_form(
+                "nonce",
+                "BASE_TYPE_BAD_TYPE",
+                "Must be an integer or a string.",
+            ))
+        }
+    };
+    if nonce.chars().count() > MAX_NONCE_CHARS {
+        return Err(Reply::invalid_form(
+            "nonce",
+            "BASE_TYPE_MAX_LENGTH",
+            &format!("Must be {MAX_NONCE_CHARS} or fewer in length."),
+        ));
+    }
+    Ok(Some(nonce))
 }
 
 fn edit(state: &mut State, request: &Request, message_id: u64) -> Reply {

@@ -227,8 +227,9 @@ pub(crate) async fn handle(
         files,
     };
 
-    let reply = shared.update(|state| {
+    let (reply, hold) = shared.update(|state| {
         let (reply, unhandled) = respond(state, &request, &path, authorization_present);
+        let hold = take_held_reply(state, method.as_str(), &path);
         record(
             state,
             RecordedRequest {
@@ -248,8 +249,11 @@ pub(crate) async fn handle(
             violations,
             unhandled,
         );
-        reply
+        (reply, hold)
     });
+    if let Some(hold) = hold {
+        tokio::time::sleep(hold).await;
+    }
     reply.into_response()
 }
 
@@ -382,12 +386,37 @@ fn take_scripted_error(state: &mut State, method: &str, path: &str) -> Option<Re
     })
 }
 
+/// Returns how long to hold the reply to this request, counting down the hold's `times`.
+fn take_held_reply(state: &mut State, method: &str, path: &str) -> Option<std::time::Duration> {
+    let index = state
+        .held_replies
+        .iter()
+        .position(|held| route_matches(&held.method, &held.path, method, path))?;
+    let held = state.held_replies[index].clone();
+    if let Some(times) = state.held_replies[index].times.as_mut() {
+        *times = times.saturating_sub(1);
+        if *times == 0 {
+            state.held_replies.remove(index);
+        }
+    }
+    state.log_line(format!(
+        "held reply: {method} {path} for {} ms",
+        held.hold.as_millis()
+    ));
+    Some(held.hold)
+}
+
 /// Matches a scripted error's method and path pattern, where `*` stands for one segment.
 pub(crate) fn scripted_error_matches(error: &ScriptedError, method: &str, path: &str) -> bool {
-    if !error.method.eq_ignore_ascii_case(method) {
+    route_matches(&error.method, &error.path, method, path)
+}
+
+/// Matches a method and a path pattern, where `*` stands for one segment.
+fn route_matches(pattern_method: &str, pattern_path: &str, method: &str, path: &str) -> bool {
+    if !pattern_method.eq_ignore_ascii_case(method) {
         return false;
     }
-    let pattern: Vec<&str> = error.path.split('/').collect();
+    let pattern: Vec<&str> = pattern_path.split('/').collect();
     let actual: Vec<&str> = path.split('/').collect();
     pattern.len() == actual.len()
         && pattern
