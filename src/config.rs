@@ -215,6 +215,9 @@ pub struct SupportChannels {
     pub staff_role_id: u64,
 }
 
+/// The longest digest window: a storm held longer than a day would hide alerts for too long.
+const MAX_DIGEST_WINDOW_SECS: u64 = 86_400;
+
 /// Highest allowed `support.number_start`, so numbers stay far below SQLite's INTEGER maximum.
 const MAX_TICKET_NUMBER_START: u64 = 1_000_000_000_000;
 
@@ -346,10 +349,14 @@ impl AlertsConfig {
         if self.max_concurrent_accounts == 0 {
             problem("alerts.max_concurrent_accounts must be at least 1".to_owned());
         }
-        if self.digest_threshold == 0 || self.digest_window_secs == 0 {
-            problem(
-                "alerts.digest_threshold and alerts.digest_window_secs must be above 0".to_owned(),
-            );
+        if self.digest_threshold == 0 {
+            problem("alerts.digest_threshold must be above 0".to_owned());
+        }
+        if !(1..=MAX_DIGEST_WINDOW_SECS).contains(&self.digest_window_secs) {
+            problem(format!(
+                "alerts.digest_window_secs ({}) must be between 1 and {MAX_DIGEST_WINDOW_SECS} (one day)",
+                self.digest_window_secs
+            ));
         }
         if !(1..=50).contains(&self.global_messages_per_sec) {
             problem(format!(
@@ -830,6 +837,23 @@ mod tests {
         assert!(problems.iter().any(|p| p.0.contains("number_prefix")));
         assert!(problems.iter().any(|p| p.0.contains("number_start")));
         assert!(problems.iter().any(|p| p.0.contains("max_open_per_user")));
+    }
+
+    #[test]
+    fn alerts_digest_limits() {
+        let mut config = Config::default();
+        config.alerts.digest_threshold = 0;
+        config.alerts.digest_window_secs = u64::MAX;
+        let problems = config.validate();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].0.contains("digest_threshold"), "{problems:?}");
+        assert!(
+            problems[1].0.contains("between 1 and 86400"),
+            "{problems:?}"
+        );
+        config.alerts.digest_threshold = 1;
+        config.alerts.digest_window_secs = 86_400;
+        assert!(config.validate().is_empty());
     }
 
     #[test]
