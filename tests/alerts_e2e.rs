@@ -1277,3 +1277,160 @@ async fn suspended_account_pauses_and_resumes() {
     assert!(!status.contains("Alerts are paused"), "{status}");
     setup.harness.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_keeps_digest_window() {
+    let mut setup = start(
+        vec!["AcmeOwner"],
+        "digest_threshold = 3\ndigest_window_secs = 8",
+    )
+    .await;
+    setup.harness.link(ALICE, &test_key("AcmeOwner")).await;
+    setup.wait_cursor(ACME).await;
+
+    let events: Vec<Value> = (0..20)
+        .map(|index| event(&format!("w{index:02}"), "delivery_failure", failure_data()))
+        .collect();
+    setup.harness.sim.append_events(ACME, events).unwrap();
+    setup
+        .wait_until("the 3 single DMs of the window", |d| {
+            alert_ids(&d.dm_messages_to(ALICE)).len() >= 3
+        })
+        .await;
+    // The kill comes after the singles are marked sent, so that none of them is sent again.
+    let db = setup.harness.db_path();
+    let sent_sql = format!(
+        "SELECT COUNT(*) FROM alert_deliveries WHERE target_kind = 'dm' AND target_id = {ALICE} \
+         AND status = 'sent'"
+    );
+    let started = Instant::now();
+    while query_i64(&db, &sent_sql).await < 3 {
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "the singles were never marked sent\n--- bot log ---\n{}",
+            setup.harness.tail_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stored_window = format!(
+        "SELECT COUNT(*) FROM digest_windows WHERE target_kind = 'dm' AND target_id = {ALICE} \
+         AND sent_count = 3 AND overflowed = 1"
+    );
+    assert_eq!(query_i64(&db, &stored_window).await, 1, "window stored");
+
+    setup.harness.restart_bot().await;
+    setup
+        .wait_until("the digest DM", |d| {
+            !digests(&d.dm_messages_to(ALICE)).is_empty()
+        })
+        .await;
+    // Without the stored window the restarted bot would send 3 more singles first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let messages = setup.discord().dm_messages_to(ALICE);
+    let singles = alert_ids(&messages);
+    assert_eq!(singles, ["w00", "w01", "w02"], "singles before the restart");
+    let digest_list = digests(&messages);
+    assert_eq!(digest_list.len(), 1, "one digest");
+    assert_eq!(messages.len(), 4, "3 singles and the digest");
+    let footer = digest_list[0]["embeds"][0]["footer"]["text"]
+        .as_str()
+        .unwrap();
+    assert!(footer.starts_with("Digest of 17 alerts"), "{footer}");
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM alert_deliveries WHERE status != 'sent'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM digest_windows").await,
+        0,
+        "the digest ends the window"
+    );
+    setup.harness.finish().await;
+}
+
+/// The crash window of a digest: Discord created it, the bot died before marking it sent. The
+/// restarted bot plans the same deliveries as the same digest, whose nonce makes Discord return
+/// the first message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_discord_created_digest_delivers_once() {
+    let mut setup = start(
+        vec!["AcmeOwner"],
+        "digest_threshold = 3\ndigest_window_secs = 3",
+    )
+    .await;
+    setup.harness.link(ALICE, &test_key("AcmeOwner")).await;
+    setup.wait_cursor(ACME).await;
+    let dm_path = format!(
+        "/api/v10/channels/{}/messages",
+        setup.discord().dm_channel_id(ALICE)
+    );
+
+    let events: Vec<Value> = (0..12)
+        .map(|index| event(&format!("g{index:02}"), "delivery_failure", failure_data()))
+        .collect();
+    setup.harness.sim.append_events(ACME, events).unwrap();
+    let db = setup.harness.db_path();
+    let sent_sql = format!(
+        "SELECT COUNT(*) FROM alert_deliveries WHERE target_kind = 'dm' AND target_id = {ALICE} \
+         AND status = 'sent'"
+    );
+    let started = Instant::now();
+    while query_i64(&db, &sent_sql).await < 3 {
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "the singles were never marked sent\n--- bot log ---\n{}",
+            setup.harness.tail_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    setup.discord().hold_replies(HeldReply::new(
+        "POST",
+        dm_path.clone(),
+        Duration::from_secs(120),
+    ));
+    setup
+        .wait_until("the digest DM created while its reply is held", |d| {
+            !digests(&d.dm_messages_to(ALICE)).is_empty()
+        })
+        .await;
+
+    setup.harness.restart_bot().await;
+    setup.discord().clear_held_replies();
+    let started = Instant::now();
+    while query_i64(
+        &db,
+        "SELECT COUNT(*) FROM alert_deliveries WHERE status != 'sent'",
+    )
+    .await
+        > 0
+    {
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "deliveries never marked sent\n{}",
+            setup.harness.tail_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let posts = setup
+        .discord()
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == dm_path)
+        .count();
+    assert_eq!(posts, 5, "3 singles, the digest and its resend");
+    let messages = setup.discord().dm_messages_to(ALICE);
+    assert_eq!(alert_ids(&messages), ["g00", "g01", "g02"]);
+    let digest_list = digests(&messages);
+    assert_eq!(digest_list.len(), 1, "one digest: {messages:?}");
+    let footer = digest_list[0]["embeds"][0]["footer"]["text"]
+        .as_str()
+        .unwrap();
+    assert!(footer.starts_with("Digest of 9 alerts"), "{footer}");
+    setup.harness.finish().await;
+}

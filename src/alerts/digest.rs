@@ -23,22 +23,32 @@ pub struct Plan {
     pub batches: Vec<Batch>,
     pub held: Vec<i64>,
     pub hold_until: Option<DateTime<Utc>>,
+    /// True when the last batch is the rest of an ended window. The window stays until that
+    /// batch is sent or fails for good (see [`DigestPlanner::end_window`]), so that a retry,
+    /// also after a restart, plans the same deliveries as one message again.
+    pub ends_window: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    start: DateTime<Utc>,
-    sent: u32,
-    overflowed: bool,
+/// The digest window of one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowState {
+    /// Start of the window, set when the first non-critical alert after the previous window was
+    /// planned.
+    pub start: DateTime<Utc>,
+    /// Alerts sent individually in this window.
+    pub sent: u32,
+    /// Whether the window held alerts, which then go out as one digest when it ends.
+    pub overflowed: bool,
 }
 
-/// The digest windows of all recipients. They live in memory: after a restart every recipient
-/// starts a fresh window, which can send up to `threshold` more alerts individually.
+/// The digest windows of all recipients. The planner does no I/O: the dispatcher stores each
+/// window change with [`DigestPlanner::window`] and restores the stored windows on start with
+/// [`DigestPlanner::restore`], so that a restart continues them.
 #[derive(Debug)]
 pub struct DigestPlanner {
     threshold: u32,
     window: Duration,
-    windows: HashMap<Target, Window>,
+    windows: HashMap<Target, WindowState>,
 }
 
 /// One due delivery, as the planner reads it.
@@ -61,6 +71,43 @@ impl DigestPlanner {
         u64::try_from(self.window.num_seconds()).unwrap_or(0)
     }
 
+    /// Returns the length of a window.
+    pub fn window_length(&self) -> Duration {
+        self.window
+    }
+
+    /// Returns the current window of `target`. A window that has ended stays until the next
+    /// [`plan`](Self::plan) call for `target` with a non-critical alert, because an overflowed
+    /// window still owes its digest.
+    pub fn window(&self, target: Target) -> Option<WindowState> {
+        self.windows.get(&target).copied()
+    }
+
+    /// Sets the window of `target`, replacing any window it had, as stored before a restart.
+    pub fn restore(&mut self, target: Target, state: WindowState) {
+        self.windows.insert(target, state);
+    }
+
+    /// Counts a non-critical single alert to `target` that Discord confirmed against the
+    /// target's window.
+    pub fn single_sent(&mut self, target: Target) {
+        if let Some(window) = self.windows.get_mut(&target) {
+            window.sent = window.sent.saturating_add(1);
+        }
+    }
+
+    /// Removes the window of `target` when it has ended at `now`, after the batch that
+    /// carried the rest of it was sent or failed for good.
+    pub fn end_window(&mut self, target: Target, now: DateTime<Utc>) {
+        if self
+            .windows
+            .get(&target)
+            .is_some_and(|window| now >= window.start + self.window)
+        {
+            self.windows.remove(&target);
+        }
+    }
+
     /// Plans the due deliveries of `target`, oldest first.
     pub fn plan(&mut self, target: Target, items: &[DueItem], now: DateTime<Utc>) -> Plan {
         let mut plan = Plan::default();
@@ -78,26 +125,30 @@ impl DigestPlanner {
 
         if let Some(window) = self.windows.get(&target).copied() {
             if now >= window.start + self.window {
-                self.windows.remove(&target);
                 if window.overflowed {
                     // The rest of the ended window: everything that was held for it.
                     plan.batches.push(match normal.as_slice() {
                         [only] => Batch::Single(*only),
                         _ => Batch::Digest(normal),
                     });
+                    plan.ends_window = true;
                     return plan;
                 }
+                self.windows.remove(&target);
             }
         }
 
-        let window = self.windows.entry(target).or_insert(Window {
+        let window = self.windows.entry(target).or_insert(WindowState {
             start: now,
             sent: 0,
             overflowed: false,
         });
+        // Only singles that Discord confirmed count (see `single_sent`), so a single that
+        // failed and comes due again is planned again within the same allowance.
+        let mut planned = window.sent;
         for id in normal {
-            if window.sent < self.threshold {
-                window.sent += 1;
+            if planned < self.threshold {
+                planned += 1;
                 plan.batches.push(Batch::Single(id));
             } else {
                 window.overflowed = true;
@@ -121,22 +172,60 @@ mod tests {
         range.map(|id| DueItem { id, critical }).collect()
     }
 
+    /// Plans, then confirms every planned single as the dispatcher does after Discord
+    /// accepted it.
+    fn sent_plan(
+        planner: &mut DigestPlanner,
+        target: Target,
+        due: &[DueItem],
+        now: DateTime<Utc>,
+    ) -> Plan {
+        let plan = planner.plan(target, due, now);
+        for batch in &plan.batches {
+            if let Batch::Single(id) = batch {
+                if due.iter().any(|item| item.id == *id && !item.critical) {
+                    planner.single_sent(target);
+                }
+            }
+        }
+        plan
+    }
+
+    #[test]
+    fn unsent_single_is_planned_again_within_the_allowance() {
+        let mut planner = DigestPlanner::new(2, 60);
+        let now = Utc::now();
+        let plan = planner.plan(TARGET, &items(0..2, false), now);
+        assert_eq!(plan.batches, vec![Batch::Single(0), Batch::Single(1)]);
+        // Only 0 went out; 1 failed and comes due again with a new alert.
+        planner.single_sent(TARGET);
+        let retry = planner.plan(TARGET, &items(1..3, false), now + Duration::seconds(2));
+        assert_eq!(retry.batches, vec![Batch::Single(1)]);
+        assert_eq!(retry.held, vec![2]);
+        assert_eq!(planner.window(TARGET).map(|w| w.sent), Some(1));
+    }
+
     #[test]
     fn storm_sends_threshold_then_digest() {
         let mut planner = DigestPlanner::new(5, 60);
         let start = Utc::now();
-        let plan = planner.plan(TARGET, &items(0..200, false), start);
+        let plan = sent_plan(&mut planner, TARGET, &items(0..200, false), start);
         assert_eq!(plan.batches, (0..5).map(Batch::Single).collect::<Vec<_>>());
         assert_eq!(plan.held.len(), 195);
         assert_eq!(plan.hold_until, Some(start + Duration::seconds(60)));
 
         // Before the window ends, held deliveries that come due are held again.
-        let early = planner.plan(TARGET, &items(5..10, false), start + Duration::seconds(30));
+        let early = sent_plan(
+            &mut planner,
+            TARGET,
+            &items(5..10, false),
+            start + Duration::seconds(30),
+        );
         assert!(early.batches.is_empty());
         assert_eq!(early.held.len(), 5);
 
         let end = start + Duration::seconds(60);
-        let plan = planner.plan(TARGET, &items(5..200, false), end);
+        let plan = sent_plan(&mut planner, TARGET, &items(5..200, false), end);
         assert_eq!(plan.batches, vec![Batch::Digest((5..200).collect())]);
         assert!(plan.held.is_empty());
     }
@@ -147,7 +236,7 @@ mod tests {
         let now = Utc::now();
         let mut due = items(0..5, false);
         due.extend(items(10..13, true));
-        let plan = planner.plan(TARGET, &due, now);
+        let plan = sent_plan(&mut planner, TARGET, &due, now);
         let singles: Vec<i64> = plan
             .batches
             .iter()
@@ -161,23 +250,228 @@ mod tests {
     }
 
     #[test]
+    fn ended_window_stays_until_its_digest_is_done() {
+        let mut planner = DigestPlanner::new(2, 60);
+        let start = Utc::now();
+        let plan = sent_plan(&mut planner, TARGET, &items(0..6, false), start);
+        assert_eq!(plan.held, vec![2, 3, 4, 5]);
+        let end = start + Duration::seconds(60);
+        let plan = sent_plan(&mut planner, TARGET, &items(2..6, false), end);
+        assert_eq!(plan.batches, vec![Batch::Digest(vec![2, 3, 4, 5])]);
+        assert!(plan.ends_window);
+        let ended = planner.window(TARGET);
+        assert!(ended.is_some_and(|window| window.overflowed));
+
+        // The digest failed; its retry comes due a few seconds later, with one more alert.
+        let retry = sent_plan(
+            &mut planner,
+            TARGET,
+            &items(2..7, false),
+            end + Duration::seconds(5),
+        );
+        assert_eq!(retry.batches, vec![Batch::Digest(vec![2, 3, 4, 5, 6])]);
+        assert!(retry.held.is_empty());
+        assert_eq!(planner.window(TARGET), ended);
+
+        // Once it went out, the next alert opens a new window.
+        planner.end_window(TARGET, end + Duration::seconds(5));
+        assert_eq!(planner.window(TARGET), None);
+        let later = sent_plan(
+            &mut planner,
+            TARGET,
+            &items(7..8, false),
+            end + Duration::seconds(6),
+        );
+        assert_eq!(later.batches, vec![Batch::Single(7)]);
+        assert!(!later.ends_window);
+    }
+
+    #[test]
+    fn end_window_keeps_an_open_window() {
+        let mut planner = DigestPlanner::new(2, 60);
+        let start = Utc::now();
+        sent_plan(&mut planner, TARGET, &items(0..1, false), start);
+        let open = planner.window(TARGET);
+        planner.end_window(TARGET, start + Duration::seconds(59));
+        assert_eq!(planner.window(TARGET), open);
+    }
+
+    #[test]
     fn quiet_window_resets_without_digest() {
         let mut planner = DigestPlanner::new(5, 60);
         let now = Utc::now();
-        let plan = planner.plan(TARGET, &items(0..3, false), now);
+        let plan = sent_plan(&mut planner, TARGET, &items(0..3, false), now);
         assert_eq!(plan.batches.len(), 3);
         let later = now + Duration::seconds(61);
-        let plan = planner.plan(TARGET, &items(3..8, false), later);
+        let plan = sent_plan(&mut planner, TARGET, &items(3..8, false), later);
         assert_eq!(plan.batches.len(), 5);
         assert!(plan.held.is_empty());
+    }
+
+    #[test]
+    fn window_exported_after_plan() {
+        let mut planner = DigestPlanner::new(5, 60);
+        let start = Utc::now();
+        assert_eq!(planner.window(TARGET), None);
+
+        sent_plan(&mut planner, TARGET, &items(0..3, false), start);
+        let partial = WindowState {
+            start,
+            sent: 3,
+            overflowed: false,
+        };
+        assert_eq!(planner.window(TARGET), Some(partial));
+
+        sent_plan(
+            &mut planner,
+            TARGET,
+            &items(3..7, false),
+            start + Duration::seconds(1),
+        );
+        let full = WindowState {
+            start,
+            sent: 5,
+            overflowed: true,
+        };
+        assert_eq!(planner.window(TARGET), Some(full));
+        assert_eq!(planner.window(Target::Dm { user_id: 2 }), None);
+    }
+
+    #[test]
+    fn critical_only_plan_keeps_window() {
+        let mut planner = DigestPlanner::new(5, 60);
+        let start = Utc::now();
+        sent_plan(&mut planner, TARGET, &items(0..1, true), start);
+        assert_eq!(
+            planner.window(TARGET),
+            None,
+            "critical alerts open no window"
+        );
+
+        sent_plan(&mut planner, TARGET, &items(1..2, false), start);
+        let before = planner.window(TARGET);
+        sent_plan(
+            &mut planner,
+            TARGET,
+            &items(2..3, true),
+            start + Duration::seconds(61),
+        );
+        assert_eq!(
+            planner.window(TARGET),
+            before,
+            "an ended window waits for the next plan"
+        );
+    }
+
+    #[test]
+    fn restored_full_window_holds_next() {
+        let start = Utc::now();
+        let mut planner = DigestPlanner::new(5, 60);
+        planner.restore(
+            TARGET,
+            WindowState {
+                start,
+                sent: 5,
+                overflowed: false,
+            },
+        );
+        let mut due = items(0..3, false);
+        due.extend(items(10..11, true));
+        let plan = sent_plan(&mut planner, TARGET, &due, start + Duration::seconds(10));
+        assert_eq!(
+            plan.batches,
+            vec![Batch::Single(10)],
+            "only the critical alert"
+        );
+        assert_eq!(plan.held, vec![0, 1, 2]);
+        assert_eq!(plan.hold_until, Some(start + Duration::seconds(60)));
+        assert_eq!(
+            planner.window(TARGET),
+            Some(WindowState {
+                start,
+                sent: 5,
+                overflowed: true,
+            })
+        );
+    }
+
+    #[test]
+    fn restored_partial_window_continues() {
+        let start = Utc::now();
+        let mut planner = DigestPlanner::new(5, 60);
+        planner.restore(
+            TARGET,
+            WindowState {
+                start,
+                sent: 3,
+                overflowed: false,
+            },
+        );
+        let plan = sent_plan(
+            &mut planner,
+            TARGET,
+            &items(0..4, false),
+            start + Duration::seconds(5),
+        );
+        assert_eq!(plan.batches, vec![Batch::Single(0), Batch::Single(1)]);
+        assert_eq!(plan.held, vec![2, 3]);
+        assert_eq!(plan.hold_until, Some(start + Duration::seconds(60)));
+    }
+
+    #[test]
+    fn restored_overflow_ends_in_one_digest() {
+        // Before the restart: 5 singles sent, 195 held until the window ends.
+        let start = Utc::now();
+        let mut before = DigestPlanner::new(5, 60);
+        let plan = before.plan(TARGET, &items(0..200, false), start);
+        assert_eq!(plan.batches.len(), 5);
+        assert_eq!(plan.held.len(), 195);
+        let stored = before.window(TARGET).expect("the storm opened a window");
+
+        // After the restart the held deliveries come due at the window end, or later when the
+        // bot was down past it. Both ways they go out as one digest.
+        for delay in [60, 61, 600] {
+            let mut after = DigestPlanner::new(5, 60);
+            after.restore(TARGET, stored);
+            let due_at = start + Duration::seconds(delay);
+            let plan = after.plan(TARGET, &items(5..200, false), due_at);
+            assert_eq!(
+                plan.batches,
+                vec![Batch::Digest((5..200).collect())],
+                "{delay} s after the window start"
+            );
+            assert!(plan.held.is_empty(), "{delay} s after the window start");
+            assert!(plan.ends_window);
+            after.end_window(TARGET, due_at);
+            assert_eq!(after.window(TARGET), None, "the digest ends the window");
+        }
+    }
+
+    #[test]
+    fn restore_replaces_window() {
+        let start = Utc::now();
+        let mut planner = DigestPlanner::new(2, 60);
+        sent_plan(&mut planner, TARGET, &items(0..1, false), start);
+        let stored = WindowState {
+            start: start - Duration::seconds(30),
+            sent: 2,
+            overflowed: true,
+        };
+        planner.restore(TARGET, stored);
+        assert_eq!(planner.window(TARGET), Some(stored));
     }
 
     #[test]
     fn recipients_have_separate_windows() {
         let mut planner = DigestPlanner::new(1, 60);
         let now = Utc::now();
-        let first = planner.plan(TARGET, &items(0..2, false), now);
-        let other = planner.plan(Target::Dm { user_id: 2 }, &items(2..4, false), now);
+        let first = sent_plan(&mut planner, TARGET, &items(0..2, false), now);
+        let other = sent_plan(
+            &mut planner,
+            Target::Dm { user_id: 2 },
+            &items(2..4, false),
+            now,
+        );
         assert_eq!(first.batches, vec![Batch::Single(0)]);
         assert_eq!(other.batches, vec![Batch::Single(2)]);
         assert_eq!(first.held, vec![1]);

@@ -1,5 +1,8 @@
 //! The dispatcher: sends due deliveries from the outbox, paced under Discord's limits, with
 //! the digest for storms, retries for transient failures and a fallback for closed DMs.
+//!
+//! The digest windows are planned in memory and written to the database on every change, and
+//! the first round restores them, so that a restart continues each recipient's window.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,7 +12,7 @@ use chrono::Utc;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use super::digest::{Batch, DigestPlanner, DueItem};
+use super::digest::{Batch, DigestPlanner, DueItem, Plan, WindowState};
 use super::event::EventKind;
 use super::pacing::Pacer;
 use super::render::{self, AlertMessage};
@@ -87,7 +90,11 @@ pub struct Dispatcher<S> {
     db: Db,
     sender: Arc<S>,
     state: Arc<AlertsState>,
+    /// The digest windows. Only this task plans, so the planner is authoritative while the
+    /// bot runs, and the database copy is read only on the next start.
     planner: DigestPlanner,
+    /// Whether the stored digest windows were restored into `planner`.
+    windows_restored: bool,
     pacer: Pacer,
     send_timeout: Duration,
     /// Set after Discord rejected the bot's credentials: no send starts before this time.
@@ -120,6 +127,7 @@ impl<S: AlertSender> Dispatcher<S> {
             sender,
             state,
             planner: DigestPlanner::new(config.digest_threshold, config.digest_window_secs),
+            windows_restored: false,
             pacer: Pacer::new(
                 config.global_messages_per_sec,
                 config.channel_messages_per_5s,
@@ -184,10 +192,16 @@ impl<S: AlertSender> Dispatcher<S> {
     /// longer wants is marked skipped instead. That is the case when the user is no longer
     /// linked to the alert's account, or when their current mute, toggles or minimum severity
     /// exclude it. A critical alert passes the mute, and a `/alerts test` alert passes all three.
+    ///
+    /// The first round restores the stored digest windows before it plans anything. When that
+    /// fails, the round returns the error and sends nothing.
     pub async fn round(
         &mut self,
         shutdown: &CancellationToken,
     ) -> Result<RoundReport, sqlx::Error> {
+        if !self.windows_restored {
+            self.restore_windows().await?;
+        }
         let mut report = RoundReport::default();
         if let Some(until) = self.paused_until {
             if until > Instant::now() {
@@ -238,45 +252,126 @@ impl<S: AlertSender> Dispatcher<S> {
                     critical: d.critical,
                 })
                 .collect();
+            let window_before = self.planner.window(target);
             let plan = self.planner.plan(target, &items, now);
+            // The window is stored before the held deliveries are delayed, so that a crash in
+            // between leaves them due and the restored window holds them again.
+            self.store_window(target, window_before).await;
             if let Some(until) = plan.hold_until {
                 self.db.hold_deliveries(&plan.held, until).await?;
                 report.deliveries_held += plan.held.len();
             }
 
-            for (index, batch) in plan.batches.iter().enumerate() {
-                if shutdown.is_cancelled() {
-                    break;
-                }
-                if self.pacer.channel_ready_at(target, Instant::now()) > Instant::now() {
-                    report.paced += plan.batches[index..]
-                        .iter()
-                        .map(|batch| match batch {
-                            Batch::Single(_) => 1,
-                            Batch::Digest(ids) => ids.len(),
-                        })
-                        .sum::<usize>();
-                    break;
-                }
-                let selected: Vec<&DueDelivery> = match batch {
-                    Batch::Single(id) => deliveries.iter().filter(|d| d.id == *id).collect(),
-                    Batch::Digest(ids) => {
-                        deliveries.iter().filter(|d| ids.contains(&d.id)).collect()
-                    }
-                };
-                if selected.is_empty() {
-                    continue;
-                }
-                let stop = self.send_batch(target, &selected, &mut report).await?;
-                if stop {
-                    break;
-                }
-            }
+            self.send_plan(target, &plan, &deliveries, shutdown, &mut report)
+                .await?;
             if report.unauthorized {
                 break;
             }
         }
         Ok(report)
+    }
+
+    /// Sends the batches of one recipient's plan in order, stopping at the first that has to
+    /// wait, and updates the recipient's window with what Discord confirmed.
+    async fn send_plan(
+        &mut self,
+        target: Target,
+        plan: &Plan,
+        deliveries: &[DueDelivery],
+        shutdown: &CancellationToken,
+        report: &mut RoundReport,
+    ) -> Result<(), sqlx::Error> {
+        for (index, batch) in plan.batches.iter().enumerate() {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if self.pacer.channel_ready_at(target, Instant::now()) > Instant::now() {
+                report.paced += plan.batches[index..]
+                    .iter()
+                    .map(|batch| match batch {
+                        Batch::Single(_) => 1,
+                        Batch::Digest(ids) => ids.len(),
+                    })
+                    .sum::<usize>();
+                break;
+            }
+            let selected: Vec<&DueDelivery> = match batch {
+                Batch::Single(id) => deliveries.iter().filter(|d| d.id == *id).collect(),
+                Batch::Digest(ids) => deliveries.iter().filter(|d| ids.contains(&d.id)).collect(),
+            };
+            if selected.is_empty() {
+                continue;
+            }
+            let outcome = self.send_batch(target, &selected, report).await?;
+            if outcome == BatchOutcome::Wait {
+                break;
+            }
+            let before = self.planner.window(target);
+            if plan.ends_window && index + 1 == plan.batches.len() {
+                self.planner.end_window(target, Utc::now());
+            } else if outcome == BatchOutcome::Sent
+                && matches!(batch, Batch::Single(_))
+                && !selected.iter().any(|d| d.critical)
+            {
+                self.planner.single_sent(target);
+            }
+            self.store_window(target, before).await;
+        }
+
+        Ok(())
+    }
+
+    /// Loads the digest windows stored by an earlier run into the planner, after deleting those
+    /// that no longer matter. A failed deletion is only logged, because loading filters the
+    /// same way.
+    async fn restore_windows(&mut self) -> Result<(), sqlx::Error> {
+        let now = Utc::now();
+        let length = self.planner.window_length();
+        let deleted = match self.db.delete_ended_digest_windows(now, length).await {
+            Ok(deleted) => deleted,
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "failed to delete the ended digest windows, which stay stored until a later start"
+                );
+                0
+            }
+        };
+        let windows = self.db.digest_windows(now, length).await?;
+        for (target, state) in &windows {
+            self.planner.restore(*target, *state);
+        }
+        self.windows_restored = true;
+        tracing::info!(
+            restored = windows.len(),
+            deleted,
+            "digest windows restored from the database"
+        );
+        Ok(())
+    }
+
+    /// Writes the digest window of `target` to the database when planning changed it from
+    /// `before`, or deletes it when planning ended it. A failed write is only logged, because
+    /// sending goes on with the window in memory. Only a restart before the next successful
+    /// write loses the change.
+    async fn store_window(&self, target: Target, before: Option<WindowState>) {
+        let after = self.planner.window(target);
+        if after == before {
+            return;
+        }
+        let result = match after {
+            Some(state) => self.db.save_digest_window(target, state).await,
+            None => self.db.delete_digest_window(target).await.map(|_| ()),
+        };
+        if let Err(error) = result {
+            tracing::error!(
+                target_kind = target.kind(),
+                target_id = target.id(),
+                %error,
+                "failed to store the digest window, so a restart before its next change \
+                 starts a fresh window for this recipient"
+            );
+        }
     }
 
     /// Marks skipped the DMs that `user_id` no longer wants and returns the others.
@@ -352,14 +447,15 @@ impl<S: AlertSender> Dispatcher<S> {
             .is_some_and(|prefs| prefs.dm_closed))
     }
 
-    /// Sends one message for `deliveries` and records the outcome. Returns true when the rest
-    /// of this recipient's batches should wait (rate limit, closed DMs, unusable channel).
+    /// Sends one message for `deliveries` and records the outcome: sent, failed for good, or
+    /// kept for later, in which case the rest of this recipient's batches wait too (rate limit,
+    /// transient failure, closed DMs, unusable channel, rejected credentials).
     async fn send_batch(
         &mut self,
         target: Target,
         deliveries: &[&DueDelivery],
         report: &mut RoundReport,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<BatchOutcome, sqlx::Error> {
         let dm_user = match target {
             Target::Dm { user_id } => Some(user_id),
             _ => None,
@@ -409,7 +505,7 @@ impl<S: AlertSender> Dispatcher<S> {
                     message_id,
                     "alert sent"
                 );
-                Ok(false)
+                Ok(BatchOutcome::Sent)
             }
             Err(SendError::DmClosed) => {
                 let user_id = target.id();
@@ -421,7 +517,7 @@ impl<S: AlertSender> Dispatcher<S> {
                 }
                 self.fail_closed_dm(user_id, deliveries_owned(deliveries).as_slice(), report)
                     .await?;
-                Ok(true)
+                Ok(BatchOutcome::Wait)
             }
             Err(SendError::ChannelUnavailable { code, detail }) => {
                 tracing::error!(
@@ -435,7 +531,7 @@ impl<S: AlertSender> Dispatcher<S> {
                     .mark_deliveries_failed(&ids, &format!("Discord code {code}: {detail}"))
                     .await?;
                 report.deliveries_failed += ids.len();
-                Ok(true)
+                Ok(BatchOutcome::Wait)
             }
             Err(SendError::RateLimited {
                 retry_after,
@@ -455,7 +551,7 @@ impl<S: AlertSender> Dispatcher<S> {
                     .schedule_retry(&ids, retry_at, "rate limited (429)")
                     .await?;
                 report.deliveries_retried += ids.len();
-                Ok(true)
+                Ok(BatchOutcome::Wait)
             }
             Err(SendError::Transient(detail)) => {
                 let attempts = deliveries.iter().map(|d| d.attempts).max().unwrap_or(0);
@@ -471,7 +567,7 @@ impl<S: AlertSender> Dispatcher<S> {
                 let retry_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
                 self.db.schedule_retry(&ids, retry_at, &detail).await?;
                 report.deliveries_retried += ids.len();
-                Ok(true)
+                Ok(BatchOutcome::Wait)
             }
             Err(SendError::Unauthorized(detail)) => {
                 let wait = backoff(self.unauthorized_rounds);
@@ -486,7 +582,7 @@ impl<S: AlertSender> Dispatcher<S> {
                     "Discord rejected the bot's token or permissions; all alert sends pause and \
                      deliveries stay pending (check the bot token and its permissions)"
                 );
-                Ok(true)
+                Ok(BatchOutcome::Wait)
             }
             Err(SendError::Permanent(detail)) => {
                 tracing::error!(
@@ -497,7 +593,7 @@ impl<S: AlertSender> Dispatcher<S> {
                 );
                 self.db.mark_deliveries_failed(&ids, &detail).await?;
                 report.deliveries_failed += ids.len();
-                Ok(false)
+                Ok(BatchOutcome::Failed)
             }
         }
     }
@@ -530,6 +626,17 @@ impl<S: AlertSender> Dispatcher<S> {
         }
         Ok(())
     }
+}
+
+/// What became of one batch of deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchOutcome {
+    /// Discord confirmed the message.
+    Sent,
+    /// Marked failed for good; the next batches go on.
+    Failed,
+    /// Kept for a later attempt, or handed elsewhere; the recipient's next batches wait too.
+    Wait,
 }
 
 /// Returns the nonce of a message carrying the deliveries `ids`: `d` and the id for one

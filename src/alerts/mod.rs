@@ -6,6 +6,9 @@
 //! A crash between the two sends the message again on restart. Each message carries a nonce with
 //! `enforce_nonce`: for a few minutes Discord answers a repeat of the nonce with the first
 //! message instead of creating another, so a restart within that time sends nothing twice.
+//!
+//! The digest windows are stored as well, so after a restart each recipient continues its
+//! window, and alerts held for a digest go out as that one digest.
 
 pub mod digest;
 pub mod dispatcher;

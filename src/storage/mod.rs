@@ -2,6 +2,7 @@
 //! migrations, and typed queries grouped by feature.
 
 pub mod alerts;
+pub mod digest;
 pub mod links;
 pub mod tickets;
 

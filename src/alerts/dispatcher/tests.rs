@@ -552,3 +552,208 @@ fn nonce_depends_on_every_delivery() {
     assert!(digest.len() <= 25);
     assert!(message_nonce(&[i64::MAX]).len() <= 25);
 }
+
+/// Returns a dispatcher for `threshold` with a one-second digest window.
+fn short_window_dispatcher(
+    db: &Db,
+    sender: &Arc<RecordingSender>,
+    threshold: u32,
+) -> Dispatcher<RecordingSender> {
+    Dispatcher::new(
+        db.clone(),
+        Arc::clone(sender),
+        Arc::new(AlertsState::new()),
+        &AlertsConfig {
+            digest_window_secs: 1,
+            ..config(threshold)
+        },
+    )
+}
+
+/// Stores `count` non-critical alerts for Alice with event ids `{prefix}0`, `{prefix}1`, ….
+async fn store_storm(db: &Db, prefix: &str, count: usize) {
+    let ids: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+    let events: Vec<(&str, &str)> = ids
+        .iter()
+        .map(|id| (id.as_str(), "delivery_failure"))
+        .collect();
+    store(db, &events, vec![Target::Dm { user_id: ALICE }]).await;
+}
+
+/// Returns the footer of each message sent so far, in order.
+fn footers(sender: &RecordingSender) -> Vec<String> {
+    sender
+        .sent()
+        .iter()
+        .map(|(_, message)| message.embeds[0].footer.clone())
+        .collect()
+}
+
+async fn stored_window_count(db: &Db) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM digest_windows")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn restart_in_window_sends_one_digest() {
+    let (db, _dir) = setup().await;
+    store_storm(&db, "s", 8).await;
+    let sender = Arc::new(RecordingSender::default());
+    let shutdown = CancellationToken::new();
+
+    let mut before_restart = short_window_dispatcher(&db, &sender, 2);
+    let first = before_restart.round(&shutdown).await.unwrap();
+    assert_eq!(first.messages_sent, 2);
+    assert_eq!(first.deliveries_held, 6);
+    assert_eq!(stored_window_count(&db).await, 1);
+    drop(before_restart);
+
+    // The restarted dispatcher holds what arrives during the window, as the old one would.
+    let mut after_restart = short_window_dispatcher(&db, &sender, 2);
+    store_storm(&db, "late", 2).await;
+    let during = after_restart.round(&shutdown).await.unwrap();
+    assert_eq!(during.messages_sent, 0, "{during:?}");
+    assert_eq!(during.deliveries_held, 2);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after_end = after_restart.round(&shutdown).await.unwrap();
+    assert_eq!(after_end.messages_sent, 1, "{after_end:?}");
+    assert_eq!(after_end.deliveries_sent, 8);
+
+    let footers = footers(&sender);
+    assert_eq!(footers.len(), 3, "2 singles and 1 digest: {footers:?}");
+    assert!(!footers[0].starts_with("Digest of "), "{footers:?}");
+    assert!(!footers[1].starts_with("Digest of "), "{footers:?}");
+    assert!(footers[2].starts_with("Digest of 8 alerts"), "{footers:?}");
+    assert_eq!(db.pending_delivery_count().await.unwrap(), 0);
+    assert_eq!(
+        stored_window_count(&db).await,
+        0,
+        "the digest ends the window"
+    );
+}
+
+#[tokio::test]
+async fn restart_after_window_sends_one_digest() {
+    let (db, _dir) = setup().await;
+    store_storm(&db, "s", 8).await;
+    let sender = Arc::new(RecordingSender::default());
+    let shutdown = CancellationToken::new();
+
+    let mut before_restart = short_window_dispatcher(&db, &sender, 2);
+    let first = before_restart.round(&shutdown).await.unwrap();
+    assert_eq!(first.messages_sent, 2);
+    assert_eq!(first.deliveries_held, 6);
+    drop(before_restart);
+
+    // The bot stays down past the window end, and the ended window still owes its digest.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut after_restart = short_window_dispatcher(&db, &sender, 2);
+    let report = after_restart.round(&shutdown).await.unwrap();
+    assert_eq!(report.messages_sent, 1, "{report:?}");
+    assert_eq!(report.deliveries_sent, 6);
+    assert_eq!(report.deliveries_held, 0);
+
+    let footers = footers(&sender);
+    assert_eq!(footers.len(), 3, "2 singles and 1 digest: {footers:?}");
+    assert!(footers[2].starts_with("Digest of 6 alerts"), "{footers:?}");
+    assert_eq!(stored_window_count(&db).await, 0);
+}
+
+#[tokio::test]
+async fn quiet_window_restored_counts_singles() {
+    let (db, _dir) = setup().await;
+    store_storm(&db, "a", 1).await;
+    let sender = Arc::new(RecordingSender::default());
+    let shutdown = CancellationToken::new();
+    let mut before_restart = dispatcher(&db, &sender, 2);
+    assert_eq!(
+        before_restart.round(&shutdown).await.unwrap().messages_sent,
+        1
+    );
+    drop(before_restart);
+
+    // One single is left in the restored window, so the second of two new alerts is held.
+    store_storm(&db, "b", 2).await;
+    let mut after_restart = dispatcher(&db, &sender, 2);
+    let report = after_restart.round(&shutdown).await.unwrap();
+    assert_eq!(report.messages_sent, 1, "{report:?}");
+    assert_eq!(report.deliveries_held, 1);
+    assert_eq!(sender.sent().len(), 2);
+}
+
+#[tokio::test]
+async fn window_write_failure_still_sends() {
+    let (db, _dir) = setup().await;
+    let sender = Arc::new(RecordingSender::default());
+    let shutdown = CancellationToken::new();
+    let mut dispatcher = dispatcher(&db, &sender, 2);
+    // The first round restores the stored windows, of which there are none. Dropping the
+    // table then makes every window write fail.
+    dispatcher.round(&shutdown).await.unwrap();
+    sqlx::query("DROP TABLE digest_windows")
+        .execute(db.pool())
+        .await
+        .unwrap();
+
+    store_storm(&db, "s", 5).await;
+    let report = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(report.messages_sent, 2, "{report:?}");
+    assert_eq!(report.deliveries_held, 3);
+    assert_eq!(db.pending_delivery_count().await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn window_restore_failure_sends_nothing() {
+    let (db, _dir) = setup().await;
+    store_storm(&db, "s", 1).await;
+    sqlx::query("DROP TABLE digest_windows")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let sender = Arc::new(RecordingSender::default());
+    let mut dispatcher = dispatcher(&db, &sender, 2);
+    let result = dispatcher.round(&CancellationToken::new()).await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(sender.sent().is_empty());
+    assert_eq!(db.pending_delivery_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn failed_digest_is_retried_as_one_digest() {
+    let (db, _dir) = setup().await;
+    store_storm(&db, "s", 8).await;
+    let sender = Arc::new(RecordingSender::default());
+    let shutdown = CancellationToken::new();
+    let mut dispatcher = short_window_dispatcher(&db, &sender, 2);
+    let first = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(first.messages_sent, 2);
+    assert_eq!(first.deliveries_held, 6);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sender.script(Err(SendError::Transient("HTTP 502".into())));
+    let failed = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(failed.deliveries_retried, 6, "{failed:?}");
+    assert_eq!(
+        stored_window_count(&db).await,
+        1,
+        "the digest is still owed"
+    );
+
+    // The retry comes due after a restart; it is one digest, not 2 singles and a new window.
+    sqlx::query("UPDATE alert_deliveries SET next_attempt_at_ms = 0 WHERE status = 'pending'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let mut restarted = short_window_dispatcher(&db, &sender, 2);
+    let retry = restarted.round(&shutdown).await.unwrap();
+    assert_eq!(retry.messages_sent, 1, "{retry:?}");
+    assert_eq!(retry.deliveries_sent, 6);
+    let footers = footers(&sender);
+    assert_eq!(footers.len(), 3, "2 singles and 1 digest: {footers:?}");
+    assert!(footers[2].starts_with("Digest of 6 alerts"), "{footers:?}");
+    assert_eq!(db.pending_delivery_count().await.unwrap(), 0);
+    assert_eq!(stored_window_count(&db).await, 0);
+}
