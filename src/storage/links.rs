@@ -285,13 +285,15 @@ impl Db {
         Ok(())
     }
 
-    /// Returns the Discord users linked to an account, of any status.
+    /// Returns the Discord users whose link to an account still grants access to its channel:
+    /// active and suspended links. A revoked link's row is kept, but its user lost access.
     pub async fn account_user_ids(&self, account_id: &str) -> Result<Vec<u64>, sqlx::Error> {
-        let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT discord_user_id FROM links WHERE account_id = ?")
-                .bind(account_id)
-                .fetch_all(self.pool())
-                .await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT discord_user_id FROM links WHERE account_id = ? AND status != 'revoked'",
+        )
+        .bind(account_id)
+        .fetch_all(self.pool())
+        .await?;
         Ok(ids.into_iter().map(snowflake_from_db).collect())
     }
 
@@ -548,7 +550,10 @@ mod tests {
             .set_link_status_for_key(7, &new_key, LinkStatus::Revoked, Utc::now())
             .await
             .unwrap());
-        assert_eq!(db.account_user_ids("acc_b").await.unwrap(), vec![7]);
+        assert!(
+            db.account_user_ids("acc_b").await.unwrap().is_empty(),
+            "a revoked link grants no channel access"
+        );
         assert_eq!(db.any_sealed_key().await.unwrap().unwrap().1, new_key);
     }
 
