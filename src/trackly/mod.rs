@@ -333,12 +333,13 @@ fn classify_error(status: StatusCode, body: &[u8], retry_after: Option<Duration>
                 TracklyError::ProductNotEnabled {
                     product: product.to_owned(),
                 }
-            } else if code.is_none() && text.to_ascii_lowercase().contains("suspended") {
-                TracklyError::Suspended
             } else if parsed.is_none() {
                 TracklyError::UnexpectedResponse {
                     detail: format!("HTTP {status} with a body that is not JSON"),
                 }
+            } else if code.is_none() || text.to_ascii_lowercase().contains("suspended") {
+                // The suspension 403 carries no code; its text is the second sign.
+                TracklyError::Suspended
             } else {
                 TracklyError::Forbidden { message: text }
             }
@@ -418,6 +419,18 @@ mod tests {
         );
         assert_eq!(
             classify(403, r#"{"error":"Account is suspended"}"#),
+            TracklyError::Suspended
+        );
+        assert_eq!(
+            classify(403, r#"{"error":"Account on hold"}"#),
+            TracklyError::Suspended,
+            "a 403 without a code is the suspension answer"
+        );
+        assert_eq!(
+            classify(
+                403,
+                r#"{"error":"Account suspended","code":"account_suspended"}"#
+            ),
             TracklyError::Suspended
         );
         assert_eq!(
