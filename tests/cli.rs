@@ -1,4 +1,4 @@
-//! The command-line interface: `check-config` and `migrate`, run as the real binary.
+//! The command-line interface: `run`, `check-config` and `migrate`, run as the real binary.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -32,6 +32,29 @@ fn check_config_lists_every_missing_secret() {
         "{text}"
     );
     assert!(text.contains("openssl rand -base64 32"), "{text}");
+}
+
+#[test]
+fn run_without_secrets_stops_before_connecting() {
+    for args in [&["run"][..], &[][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let output = run(dir.path(), args, &[]);
+        assert_eq!(output.status.code(), Some(1), "trackly-bot {args:?}");
+        let text = stderr(&output);
+        assert!(
+            text.contains("DISCORD_TOKEN is not set"),
+            "{args:?}: {text}"
+        );
+        assert!(
+            text.contains("TRACKLY_BOT_ENCRYPTION_KEY is not set"),
+            "{args:?}: {text}"
+        );
+        assert!(!text.contains("panicked"), "{args:?}: {text}");
+        assert!(
+            !dir.path().join("trackly-bot.db").exists(),
+            "{args:?}: a database was created before the configuration was checked"
+        );
+    }
 }
 
 #[test]

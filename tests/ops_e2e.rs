@@ -1,10 +1,50 @@
-//! Operating the bot: health and metrics over HTTP, and graceful shutdown on SIGTERM.
+//! Operating the bot: health and metrics over HTTP, and graceful shutdown on SIGTERM and
+//! Ctrl-C (SIGINT).
 
 mod common;
 
-use common::{final_text, Harness, Options};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
+use common::{final_text, test_key, Harness, Options};
+use fake_discord::HeldReply;
+use serde_json::json;
+
+const ALICE: u64 = 100_000_000_000_000_001;
 const CAROL: u64 = 100_000_000_000_000_003;
+const ACME: &str = "acc_8f2k1q";
+
+/// Reads one number from the bot's database with a connection of its own, closed afterwards
+/// so that the bot's last connection can remove the WAL file on exit.
+async fn query_i64(path: &Path, sql: &str) -> i64 {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .expect("test opens the bot database");
+    let value: Option<i64> = sqlx::query_scalar(sql)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    pool.close().await;
+    value.unwrap_or(0)
+}
+
+async fn wait_for(harness: &Harness, what: &str, check: impl AsyncFn() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}\n--- requests ---\n{}\n--- bot log ---\n{}",
+            harness.discord.request_log(),
+            harness.tail_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_served() {
@@ -59,4 +99,78 @@ async fn sigterm_stops_cleanly() {
         "{}",
         harness.tail_logs()
     );
+}
+
+/// Ctrl-C while an alert is being sent: the send finishes within the grace time and is recorded
+/// as sent, and the database is closed cleanly, which removes its WAL file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_lets_an_alert_in_flight_finish() {
+    let options = Options {
+        acme_keys: vec!["AcmeOwner"],
+        ..Options::default()
+    };
+    let mut harness = Harness::start_with_setup(options, |_| {
+        "[alerts]\npoll_interval_ms = 200\nshutdown_grace_ms = 8000\n".to_owned()
+    })
+    .await;
+    harness.link(ALICE, &test_key("AcmeOwner")).await;
+    let db = harness.db_path();
+    let cursor_sql = format!(
+        "SELECT COUNT(*) FROM alert_cursors WHERE account_id = '{ACME}' AND cursor IS NOT NULL"
+    );
+    wait_for(&harness, "the feed cursor", async || {
+        query_i64(&db, &cursor_sql).await > 0
+    })
+    .await;
+
+    let dm_path = format!(
+        "/api/v10/channels/{}/messages",
+        harness.discord.dm_channel_id(ALICE)
+    );
+    harness
+        .discord
+        .hold_replies(HeldReply::new("POST", dm_path, Duration::from_millis(1500)));
+    harness
+        .sim
+        .append_events(
+            ACME,
+            vec![json!({"id": "q1", "type": "billing.payment_failed",
+                        "data": {"reason": "card declined"}})],
+        )
+        .unwrap();
+    wait_for(&harness, "the DM in flight", async || {
+        harness.discord.dm_messages_to(ALICE).len() == 1
+    })
+    .await;
+
+    let status = harness.signal_bot("INT").await;
+    assert!(
+        status.success(),
+        "exit status {status}\n{}",
+        harness.tail_logs()
+    );
+    let logs = harness.logs();
+    assert!(logs.contains("received Ctrl-C"), "{}", harness.tail_logs());
+    assert!(
+        !logs.contains("did not stop within the grace time"),
+        "{}",
+        harness.tail_logs()
+    );
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    assert!(
+        !Path::new(&wal).exists(),
+        "the database was not closed cleanly: its WAL file is left"
+    );
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM alert_deliveries WHERE target_kind = 'dm' AND status = 'sent'"
+        )
+        .await,
+        1,
+        "the DM in flight at Ctrl-C was recorded as sent\n{}",
+        harness.tail_logs()
+    );
+    assert_eq!(harness.discord.dm_messages_to(ALICE).len(), 1);
 }

@@ -324,17 +324,23 @@ listen = "{listen}"
 
     /// Sends SIGTERM to the bot and waits until it exits.
     pub async fn terminate_bot(&mut self) -> std::process::ExitStatus {
+        self.signal_bot("TERM").await
+    }
+
+    /// Sends the bot the signal `name` (such as `TERM` or `INT`) and waits up to 20 s for it
+    /// to exit.
+    pub async fn signal_bot(&mut self, name: &str) -> std::process::ExitStatus {
         let mut child = self.bot.take().expect("the bot is running");
         let pid = child.id().expect("the bot has a process id");
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([format!("-{name}"), pid.to_string()])
             .status()
             .expect("kill runs");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill -{name} failed");
         match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
             Ok(status) => status.expect("exit status"),
             Err(_) => panic!(
-                "the bot did not stop within 20 s of SIGTERM\n{}",
+                "the bot did not stop within 20 s of SIG{name}\n{}",
                 self.tail_logs()
             ),
         }
