@@ -908,3 +908,50 @@ async fn account_errors_on_commands() {
     assert!(text.contains("$18.95"), "{text}");
     harness.finish().await;
 }
+
+/// Member ids with an overwrite on `channel`.
+fn overwrite_members(channel: &serde_json::Value) -> Vec<String> {
+    channel["permission_overwrites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|overwrite| overwrite["type"] == 1)
+        .filter_map(|overwrite| overwrite["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreated_channel_leaves_out_revoked_users() {
+    let harness = Harness::start_with(Options {
+        acme_keys: vec!["AcmeOwner", "AcmeMember"],
+        ..Options::default()
+    })
+    .await;
+    let account_channel = |harness: &Harness| {
+        harness
+            .discord
+            .guild_channels()
+            .into_iter()
+            .find(|c| c["parent_id"].as_str() == Some(&harness.category_id.to_string()))
+    };
+    harness.link(ALICE, &test_key("AcmeOwner")).await;
+    harness.sim.revoke_key(&test_key("AcmeOwner")).unwrap();
+    let text = final_text(&harness.run_sms(ALICE, "balance", vec![]).await);
+    assert!(text.contains("no longer accepts"), "{text}");
+
+    // An administrator deletes the channel; the next user to link gets a new one.
+    let old = account_channel(&harness).expect("account channel");
+    let old_id: u64 = old["id"].as_str().unwrap().parse().unwrap();
+    harness.discord.delete_channel(old_id).unwrap();
+    harness.link(BOB, &test_key("AcmeMember")).await;
+
+    let new = account_channel(&harness).expect("the account channel was made again");
+    assert_ne!(new["id"], old["id"]);
+    let members = overwrite_members(&new);
+    assert!(members.contains(&BOB.to_string()), "{members:?}");
+    assert!(
+        !members.contains(&ALICE.to_string()),
+        "the revoked user got the new channel: {members:?}"
+    );
+    harness.finish().await;
+}

@@ -371,6 +371,15 @@ impl FakeDiscord {
         result.map_err(|error| self.error_with_log("cannot delete the thread", &error))
     }
 
+    /// Deletes a guild channel with its messages, as an administrator can in Discord's client,
+    /// and sends CHANNEL_DELETE to the bot. Later requests for it get 10003 Unknown Channel.
+    pub fn delete_channel(&self, channel_id: u64) -> anyhow::Result<()> {
+        let result = self
+            .shared
+            .update(|state| inject::delete_channel(state, channel_id));
+        result.map_err(|error| self.error_with_log("cannot delete the channel", &error))
+    }
+
     /// Returns the messages the bot created for an interaction (responses and followups,
     /// ephemeral ones included), oldest first, so that a test can click their buttons.
     pub fn interaction_messages(&self, interaction_id: u64) -> Vec<Value> {

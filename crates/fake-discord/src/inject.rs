@@ -301,6 +301,27 @@ pub(crate) fn delete_thread(state: &mut State, thread_id: u64) -> Result<(), Str
     Ok(())
 }
 
+/// Deletes a guild channel (not a thread) with its messages, as an administrator can in
+/// Discord's client, and sends CHANNEL_DELETE to the bot. Later requests for the channel get
+/// 10003 Unknown Channel.
+pub(crate) fn delete_channel(state: &mut State, channel_id: u64) -> Result<(), String> {
+    let Some(channel) = state.channels.get(&channel_id).cloned() else {
+        return Err(format!("channel {channel_id} is not stored in the fake"));
+    };
+    if is_thread(&channel) || channel["guild_id"].is_null() {
+        return Err(format!(
+            "channel {channel_id} is not a guild channel; use delete_thread for threads"
+        ));
+    }
+    state.channels.remove(&channel_id);
+    state
+        .messages
+        .retain(|_, message| message.channel_id() != channel_id);
+    state.log_line(format!("channel {channel_id} deleted by a user"));
+    state.dispatch_change(INTENT_GUILDS, "CHANNEL_DELETE", channel);
+    Ok(())
+}
+
 fn ensure_session(state: &State) -> Result<(), String> {
     if state.gateway.session_ready {
         Ok(())

@@ -887,3 +887,34 @@ fn deleted_thread_dispatches_thread_delete() {
     assert_eq!(body.unwrap()["code"], 10003);
     assert!(inject::delete_thread(&mut harness.state, thread_id).is_err());
 }
+
+#[test]
+fn deleted_channel_dispatches_channel_delete() {
+    let mut harness = Harness::new();
+    let config = harness.config();
+    harness.identify();
+    harness.next_event::<Ready>("READY");
+    harness.next_event::<Guild>("GUILD_CREATE");
+    let general = config.general_channel_id();
+    harness.rest(
+        Method::POST,
+        &format!("/api/v10/channels/{general}/messages"),
+        Some(json!({"content": "hello"})),
+    );
+
+    inject::delete_channel(&mut harness.state, general).unwrap();
+    let (deleted, event) = harness.next_event::<GuildChannel>("CHANNEL_DELETE");
+    assert!(matches!(event, Event::ChannelDelete(_)));
+    assert_eq!(deleted.id.get(), general);
+
+    let (status, body) = respond_for_test(
+        &mut harness.state,
+        Method::PUT,
+        &format!("/api/v10/channels/{general}/permissions/4242"),
+        Some(json!({"type": 1, "allow": "1024", "deny": "0"})),
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body.unwrap()["code"], 10003);
+    assert!(harness.state.messages.is_empty());
+    assert!(inject::delete_channel(&mut harness.state, general).is_err());
+}
