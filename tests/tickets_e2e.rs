@@ -17,6 +17,7 @@ const STAFF_2: u64 = 100_000_000_000_000_005;
 // poise registers choice options as integers: the index of the choice.
 const PRIORITY_HIGH: i64 = 2;
 const CATEGORY_TECHNICAL: i64 = 2;
+const STATUS_CLOSED: i64 = 1;
 const STATUS_ALL: i64 = 2;
 
 fn string(value: &str) -> OptionValue {
@@ -1550,5 +1551,454 @@ async fn long_texts_fit_discord_limits() {
     let text = final_text(&view);
     assert!(text.contains("Close reason: \\[done\\]"), "{text}");
     db.close().await;
+    support.harness.finish().await;
+}
+
+/// Returns the text of the first file attached to `message`.
+fn attached_text(support: &Support, message: &Value) -> String {
+    let attachment_id: u64 = message["attachments"][0]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no file attached: {message}"));
+    let data = support
+        .harness
+        .discord
+        .attachment_data(attachment_id)
+        .expect("attachment data");
+    String::from_utf8(data).expect("a UTF-8 attachment")
+}
+
+/// Returns whether each button of a message is disabled, in order.
+fn buttons_disabled(message: &Value) -> Vec<bool> {
+    message["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+        .map(|button| button["disabled"] == true)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_button_by_requester() {
+    let support = Support::start(3).await;
+    let thread_id = support.open(ALICE, "Invoices show the wrong VAT").await;
+    support
+        .harness
+        .discord
+        .post_user_message(
+            thread_id,
+            &user(ALICE),
+            "The March invoice uses 19 % instead of 7 %.",
+            &[],
+        )
+        .unwrap();
+    let summary = support.summary(thread_id);
+    let close_id = "support:close:1000";
+    assert!(
+        button_ids(&summary).contains(&close_id.to_owned()),
+        "{:?}",
+        button_ids(&summary)
+    );
+
+    let clicked = support
+        .click(ALICE, thread_id, message_id(&summary), close_id)
+        .await;
+    assert!(clicked.is_ephemeral(), "the reply must be ephemeral");
+    assert!(clicked.all_followups_ephemeral());
+    let text = final_text(&clicked);
+    assert!(text.contains("Ticket **T-1000** is closed"), "{text}");
+    assert!(text.contains("posted to the staff log"), "{text}");
+    assert!(text.contains("received the transcript by DM"), "{text}");
+
+    let log_messages = support.harness.discord.messages_in(support.staff_log);
+    assert_eq!(log_messages.len(), 1, "{}", support.log());
+    assert_eq!(
+        log_messages[0]["attachments"][0]["filename"],
+        "ticket-T-1000.txt"
+    );
+    let log_content = log_messages[0]["content"].as_str().unwrap();
+    assert!(
+        log_content.contains(&format!("closed by <@{ALICE}>")),
+        "{log_content}"
+    );
+    let transcript = attached_text(&support, &log_messages[0]);
+    for expected in [
+        "Ticket T-1000: Invoices show the wrong VAT",
+        &format!("by user id {ALICE}\n"),
+        &format!("user{ALICE} ({ALICE}): The March invoice uses 19 % instead of 7 %."),
+        &format!("Ticket closed by <@{ALICE}>."),
+    ] {
+        assert!(
+            transcript.contains(expected),
+            "missing {expected:?} in\n{transcript}"
+        );
+    }
+
+    let dms = support.harness.discord.dm_messages_to(ALICE);
+    assert_eq!(dms.len(), 1, "{}", support.log());
+    assert_eq!(dms[0]["attachments"][0]["filename"], "ticket-T-1000.txt");
+    assert_eq!(
+        attached_text(&support, &dms[0]),
+        transcript,
+        "the DM carries the staff log's transcript"
+    );
+
+    let thread = support.harness.discord.channel(thread_id).unwrap();
+    assert_eq!(
+        archived(&thread),
+        (true, true),
+        "the thread is archived and locked"
+    );
+    let summary = support.summary(thread_id);
+    assert!(
+        embed_fields(&summary).contains(&"Status: closed".to_owned()),
+        "{:?}",
+        embed_fields(&summary)
+    );
+    assert_eq!(
+        buttons_disabled(&summary),
+        [true, true],
+        "Close and Claim are disabled: {summary}"
+    );
+
+    let db = support.db().await;
+    let ticket = db.ticket(1000).await.unwrap().unwrap();
+    assert_eq!(ticket.status, trackly_bot::tickets::TicketStatus::Closed);
+    assert_eq!(ticket.closed_by_id, Some(ALICE));
+    assert!(!ticket.closed_by_staff);
+    assert!(ticket.closed_at.is_some());
+    let view = support
+        .run(ALICE, "view", vec![("number", string("T-1000"))])
+        .await;
+    let text = final_text(&view);
+    assert!(text.contains("Status: closed"), "{text}");
+    db.close().await;
+    support.harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_button_by_staff() {
+    let support = Support::start(3).await;
+    let thread_id = support.open(ALICE, "Short code not delivered").await;
+    assert!(
+        !support
+            .harness
+            .discord
+            .thread_members(thread_id)
+            .contains(&STAFF),
+        "staff reach the thread through their role, not as members"
+    );
+    let summary = support.summary(thread_id);
+
+    let clicked = support
+        .click(STAFF, thread_id, message_id(&summary), "support:close:1000")
+        .await;
+    assert!(clicked.is_ephemeral(), "the reply must be ephemeral");
+    let text = final_text(&clicked);
+    assert!(text.contains("Ticket **T-1000** is closed"), "{text}");
+    assert!(text.contains("posted to the staff log"), "{text}");
+    assert!(text.contains("received the transcript by DM"), "{text}");
+
+    let log_messages = support.harness.discord.messages_in(support.staff_log);
+    assert_eq!(log_messages.len(), 1, "{}", support.log());
+    let transcript = attached_text(&support, &log_messages[0]);
+    assert!(
+        transcript.contains(&format!("by user id {STAFF}\n")),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains(&format!("Ticket closed by <@{STAFF}>.")),
+        "{transcript}"
+    );
+    let dms = support.harness.discord.dm_messages_to(ALICE);
+    assert_eq!(dms.len(), 1, "the requester gets the transcript");
+    assert_eq!(attached_text(&support, &dms[0]), transcript);
+    assert!(
+        support.harness.discord.dm_messages_to(STAFF).is_empty(),
+        "the staff member who closed gets no DM"
+    );
+
+    let thread = support.harness.discord.channel(thread_id).unwrap();
+    assert_eq!(archived(&thread), (true, true));
+    let db = support.db().await;
+    let ticket = db.ticket(1000).await.unwrap().unwrap();
+    assert_eq!(ticket.status, trackly_bot::tickets::TicketStatus::Closed);
+    assert_eq!(ticket.closed_by_id, Some(STAFF));
+    assert!(ticket.closed_by_staff);
+
+    // Closed by staff, so the requester may not reopen it.
+    let rejected = support
+        .run(ALICE, "reopen", vec![("number", string("T-1000"))])
+        .await;
+    let text = final_text(&rejected);
+    assert!(text.contains("only staff can reopen"), "{text}");
+    let ticket = db.ticket(1000).await.unwrap().unwrap();
+    assert_eq!(ticket.status, trackly_bot::tickets::TicketStatus::Closed);
+    db.close().await;
+    support.harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_and_reopen_inside_thread() {
+    let support = Support::start(3).await;
+    let first_thread = support.open(ALICE, "First question").await;
+    let second_thread = support.open(ALICE, "Second question").await;
+
+    // Each thread resolves to its own ticket, not to the requester's latest one.
+    for (thread_id, label, subject, other) in [
+        (first_thread, "T-1000", "First question", "Second question"),
+        (second_thread, "T-1001", "Second question", "First question"),
+    ] {
+        let view = support.run_in(ALICE, thread_id, "view", vec![]).await;
+        assert!(view.is_ephemeral());
+        let text = final_text(&view);
+        assert!(
+            text.contains(&format!("Ticket {label}: {subject}")),
+            "{text}"
+        );
+        assert!(text.contains("Status: open"), "{text}");
+        assert!(!text.contains(other), "{text}");
+    }
+    let staff_view = support.run_in(STAFF, second_thread, "view", vec![]).await;
+    let text = final_text(&staff_view);
+    assert!(text.contains("Ticket T-1001: Second question"), "{text}");
+
+    let outside = support.run(ALICE, "view", vec![]).await;
+    let text = final_text(&outside);
+    assert!(text.contains("not a ticket thread"), "{text}");
+    assert!(!text.contains("question"), "{text}");
+
+    for thread_id in [first_thread, second_thread] {
+        let closed = support.run_in(ALICE, thread_id, "close", vec![]).await;
+        assert!(
+            final_text(&closed).contains("is closed"),
+            "{}",
+            final_text(&closed)
+        );
+    }
+
+    let reopened = support.run_in(STAFF, second_thread, "reopen", vec![]).await;
+    let text = final_text(&reopened);
+    assert!(text.contains("Ticket **T-1001** is open again"), "{text}");
+    let thread = support.harness.discord.channel(second_thread).unwrap();
+    assert_eq!(
+        archived(&thread),
+        (false, false),
+        "reopening unarchives and unlocks"
+    );
+    let thread = support.harness.discord.channel(first_thread).unwrap();
+    assert_eq!(
+        archived(&thread),
+        (true, true),
+        "the other ticket's thread stays closed"
+    );
+    let db = support.db().await;
+    let second = db.ticket(1001).await.unwrap().unwrap();
+    assert_eq!(second.status, trackly_bot::tickets::TicketStatus::Open);
+    let first = db.ticket(1000).await.unwrap().unwrap();
+    assert_eq!(first.status, trackly_bot::tickets::TicketStatus::Closed);
+
+    let view = support.run_in(ALICE, second_thread, "view", vec![]).await;
+    let text = final_text(&view);
+    assert!(text.contains("Ticket T-1001"), "{text}");
+    assert!(text.contains("Status: open"), "{text}");
+    let view = support.run_in(STAFF, first_thread, "view", vec![]).await;
+    let text = final_text(&view);
+    assert!(text.contains("Ticket T-1000"), "{text}");
+    assert!(text.contains("Status: closed"), "{text}");
+    db.close().await;
+    support.harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_cancel_changes_nothing() {
+    let support = Support::start(3).await;
+    let thread_id = support.open(ALICE, "Number porting stalled").await;
+    let claimed = support.run_in(STAFF, thread_id, "claim", vec![]).await;
+    assert!(
+        final_text(&claimed).contains("You now hold"),
+        "{}",
+        final_text(&claimed)
+    );
+    let summary = support.summary(thread_id);
+    let notification = support.staff_notifications()[0].clone();
+    let claimed_by = format!("Claimed by: <@{STAFF}>");
+    assert!(embed_fields(&summary).contains(&claimed_by));
+    assert!(embed_fields(&notification).contains(&claimed_by));
+
+    let claim_click = support
+        .click(
+            STAFF_2,
+            thread_id,
+            message_id(&summary),
+            "support:claim:1000",
+        )
+        .await;
+    let text = final_text(&claim_click);
+    assert!(text.contains(&format!("held by <@{STAFF}>")), "{text}");
+    let confirmation = support
+        .harness
+        .discord
+        .interaction_messages(claim_click.id)
+        .pop()
+        .expect("the confirmation message");
+    let cancel_id = "support:claim-cancel:1000";
+    assert!(
+        button_ids(&confirmation).contains(&cancel_id.to_owned()),
+        "{:?}",
+        button_ids(&confirmation)
+    );
+    let thread_messages = support.harness.discord.messages_in(thread_id).len();
+    let requests_before = support.harness.discord.requests().len();
+
+    let cancelled = support
+        .click(STAFF_2, thread_id, message_id(&confirmation), cancel_id)
+        .await;
+    assert_eq!(
+        cancelled.first_callback_type(),
+        Some(7),
+        "the confirmation is replaced"
+    );
+    let text = final_text(&cancelled);
+    assert!(
+        text.contains("T-1000 was left with its current holder"),
+        "{text}"
+    );
+    assert!(!text.contains("You now hold"), "{text}");
+    let confirmation_after = support
+        .harness
+        .discord
+        .message(message_id(&confirmation))
+        .unwrap();
+    assert!(
+        button_ids(&confirmation_after).is_empty(),
+        "the confirmation loses its buttons: {confirmation_after}"
+    );
+    let take_over = support
+        .harness
+        .discord
+        .send_button_click(ButtonClick {
+            user: user(STAFF_2),
+            guild_id: Some(support.harness.guild_id()),
+            channel_id: thread_id,
+            custom_id: format!("support:claim-confirm:1000:{STAFF}"),
+            message_id: message_id(&confirmation),
+        })
+        .await;
+    assert!(
+        take_over.is_err(),
+        "Take over is gone after Cancel: {take_over:?}"
+    );
+
+    let db = support.db().await;
+    let stored = db.ticket(1000).await.unwrap().unwrap();
+    assert_eq!(stored.claimant_id, Some(STAFF), "the claimant is unchanged");
+
+    // A takeover edits the embeds after it responds, so wait before checking that Cancel
+    // changed nothing.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        support.summary(thread_id)["embeds"],
+        summary["embeds"],
+        "the summary embed changed"
+    );
+    assert_eq!(
+        support.staff_notifications()[0]["embeds"],
+        notification["embeds"],
+        "the staff notification changed"
+    );
+    assert_eq!(
+        support.harness.discord.messages_in(thread_id).len(),
+        thread_messages,
+        "no takeover note in the thread"
+    );
+    let requests = support.harness.discord.requests();
+    let message_edit = request_position(&requests, requests_before, |request| {
+        request.method == "PATCH" && request.path.contains("/messages/")
+    });
+    assert!(
+        message_edit.is_none(),
+        "Cancel edited a message: {:?}",
+        message_edit.map(|index| &requests[index].path)
+    );
+    db.close().await;
+    support.harness.finish().await;
+}
+
+/// Returns the label and status of each ticket line of a `/support list` reply, in order.
+fn listed_tickets(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|line| line.starts_with("`T-"))
+        .map(|line| {
+            let mut parts = line.split(" · ");
+            let label = parts.next().unwrap_or("").trim_matches('`').to_owned();
+            let status = parts.next().unwrap_or("").to_owned();
+            (label, status)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_closed_filter_scopes() {
+    let support = Support::start(3).await;
+    support.open(ALICE, "Alice first").await;
+    support.open(ALICE, "Alice second").await;
+    support.open(BOB, "Bob first").await;
+    for (user_id, number) in [(ALICE, "T-1000"), (BOB, "T-1002")] {
+        let closed = support
+            .run(user_id, "close", vec![("number", string(number))])
+            .await;
+        assert!(
+            final_text(&closed).contains("is closed"),
+            "{}",
+            final_text(&closed)
+        );
+    }
+    let closed_filter = || vec![("status", OptionValue::Integer(STATUS_CLOSED))];
+    let row = |label: &str| (label.to_owned(), "closed".to_owned());
+
+    let alice = support.run(ALICE, "list", closed_filter()).await;
+    assert!(alice.is_ephemeral());
+    let text = final_text(&alice);
+    assert!(
+        text.contains("Tickets (closed) of you · page 1 of 1 · 1 tickets"),
+        "{text}"
+    );
+    assert_eq!(listed_tickets(&text), [row("T-1000")], "{text}");
+    assert!(text.contains("Alice first"), "{text}");
+    assert!(!text.contains("Bob first"), "{text}");
+
+    let bob = support.run(BOB, "list", closed_filter()).await;
+    let text = final_text(&bob);
+    assert_eq!(listed_tickets(&text), [row("T-1002")], "{text}");
+    assert!(!text.contains("Alice"), "{text}");
+
+    // The default filter still shows open tickets only.
+    let alice_open = support.run(ALICE, "list", vec![]).await;
+    let text = final_text(&alice_open);
+    assert_eq!(
+        listed_tickets(&text),
+        [("T-1001".to_owned(), "open".to_owned())],
+        "{text}"
+    );
+
+    let staff = support.run(STAFF, "list", closed_filter()).await;
+    let text = final_text(&staff);
+    assert!(
+        text.contains("Tickets (closed) of all users · page 1 of 1 · 2 tickets"),
+        "{text}"
+    );
+    assert_eq!(
+        listed_tickets(&text),
+        [row("T-1002"), row("T-1000")],
+        "staff see every closed ticket, newest first: {text}"
+    );
+
+    let nobody = support.run(CAROL, "list", closed_filter()).await;
+    let text = final_text(&nobody);
+    assert!(text.contains("0 tickets"), "{text}");
+    assert!(text.contains("No tickets match."), "{text}");
+    assert!(listed_tickets(&text).is_empty(), "{text}");
     support.harness.finish().await;
 }
