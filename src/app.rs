@@ -48,6 +48,37 @@ pub async fn run(config_file: &ConfigFile) -> anyhow::Result<()> {
     let poller_links = links.clone();
     let http = build_http(&config, &secrets)?;
 
+    // Signals are watched from here on, so that they also stop the wait for Discord.
+    let shutdown = CancellationToken::new();
+    let signal_task = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested");
+            shutdown.cancel();
+        })
+    };
+    let rest_base = if config.discord.rest_base_url.is_empty() {
+        "https://discord.com/api"
+    } else {
+        config.discord.rest_base_url.as_str()
+    };
+    let gateway_url = match discord::connect::reach_discord(&http, rest_base, &shutdown).await {
+        Ok(Some(url)) => url,
+        Ok(None) => {
+            signal_task.abort();
+            db.close().await;
+            tracing::info!("trackly-bot stopped before connecting to Discord");
+            return Ok(());
+        }
+        Err(error) => {
+            signal_task.abort();
+            db.close().await;
+            tracing::error!(%error, "cannot use Discord");
+            return Err(error.into());
+        }
+    };
+
     let framework = {
         let config = Arc::clone(&config);
         let state = Arc::clone(&state);
@@ -75,8 +106,8 @@ pub async fn run(config_file: &ConfigFile) -> anyhow::Result<()> {
         .await
         .context("cannot build the Discord client")?;
     state.set_shard_manager(Arc::clone(&client.shard_manager));
+    *client.ws_url.lock().await = gateway_url;
 
-    let shutdown = CancellationToken::new();
     let alert_tasks = start_alerts(
         &config,
         &alerts,
@@ -92,19 +123,33 @@ pub async fn run(config_file: &ConfigFile) -> anyhow::Result<()> {
             }
         })
     });
-    let signal_task = {
+    let disconnect_task = {
         let (manager, shutdown) = (Arc::clone(&client.shard_manager), shutdown.clone());
         tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested; disconnecting from Discord");
-            shutdown.cancel();
+            shutdown.cancelled().await;
+            tracing::info!("disconnecting from Discord");
             manager.shutdown_all().await;
         })
     };
 
-    let result = client.start().await;
+    // shutdown_all returns at once when no shard is running, as while serenity waits to
+    // reconnect, and then client.start() would never return: give it a bounded time.
+    let result = tokio::select! {
+        result = client.start() => result,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(DISCONNECT_GRACE).await;
+        } => {
+            tracing::warn!(
+                grace_ms = DISCONNECT_GRACE.as_millis() as u64,
+                "the Discord connection did not close in time after shutdown; stopping without it"
+            );
+            Ok(())
+        }
+    };
     shutdown.cancel();
     signal_task.abort();
+    disconnect_task.abort();
     if let Some(task) = health_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
@@ -117,10 +162,16 @@ pub async fn run(config_file: &ConfigFile) -> anyhow::Result<()> {
         }
         Err(error) => {
             tracing::error!(%error, "Discord client stopped with an error");
-            Err(anyhow::Error::new(error).context("the Discord client failed"))
+            match discord::connect::fatal_gateway_error(&error) {
+                Some(problem) => Err(problem.into()),
+                None => Err(anyhow::Error::new(error).context("the Discord client failed")),
+            }
         }
     }
 }
+
+/// How long the Discord connection may take to close after shutdown was requested.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 
 /// Starts the alert poller and dispatcher once, sending with the client's `Http`. The guard in
 /// `AlertsState` keeps a second call, such as after a gateway reconnect, from starting another

@@ -1,5 +1,5 @@
-//! Operating the bot: health and metrics over HTTP, and graceful shutdown on SIGTERM and
-//! Ctrl-C (SIGINT).
+//! Operating the bot: health and metrics over HTTP, graceful shutdown on SIGTERM and Ctrl-C
+//! (SIGINT), and what it does when Discord rejects its token or cannot be reached.
 
 mod common;
 
@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{final_text, test_key, Harness, Options};
-use fake_discord::HeldReply;
+use fake_discord::{HeldReply, ScriptedError};
 use serde_json::json;
 
 const ALICE: u64 = 100_000_000_000_000_001;
@@ -173,4 +173,136 @@ async fn ctrl_c_lets_an_alert_in_flight_finish() {
         harness.tail_logs()
     );
     assert_eq!(harness.discord.dm_messages_to(ALICE).len(), 1);
+}
+
+fn unready() -> Options {
+    Options {
+        wait_until_ready: false,
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_token_stops_with_advice() {
+    let mut harness = Harness::start_with_setup(unready(), |discord| {
+        discord.script_error(ScriptedError::new(
+            "GET",
+            "/api/v10/users/@me",
+            401,
+            0,
+            "401: Unauthorized",
+        ));
+        String::new()
+    })
+    .await;
+    let status = harness.wait_for_exit(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(1), "{}", harness.tail_logs());
+    let logs = harness.logs();
+    assert!(
+        logs.contains("Discord rejected DISCORD_TOKEN") && logs.contains("developer portal"),
+        "{}",
+        harness.tail_logs()
+    );
+    assert!(!logs.contains("panicked"), "{}", harness.tail_logs());
+    assert!(
+        !harness
+            .discord
+            .requests()
+            .iter()
+            .any(|request| request.path.ends_with("/commands")),
+        "the bot went on after Discord rejected its token"
+    );
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_discord_is_retried_until_it_answers() {
+    let harness = Harness::start_with_setup(unready(), |discord| {
+        discord.script_error(
+            ScriptedError::new("GET", "/api/v10/gateway", 503, 0, "Service Unavailable").times(2),
+        );
+        String::new()
+    })
+    .await;
+    harness
+        .discord
+        .wait_for_commands(Duration::from_secs(20))
+        .await
+        .expect("the bot connects once Discord answers");
+    let logs = harness.logs();
+    assert_eq!(
+        logs.matches("cannot reach Discord").count(),
+        2,
+        "{}",
+        harness.tail_logs()
+    );
+    assert!(
+        logs.contains("Discord can be reached again"),
+        "{}",
+        harness.tail_logs()
+    );
+    let text = final_text(&harness.run_sms(CAROL, "ping", vec![]).await);
+    assert!(text.contains("Pong"), "{text}");
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_wait_for_discord() {
+    let mut harness = Harness::start_with_setup(unready(), |discord| {
+        discord.script_error(ScriptedError::new(
+            "GET",
+            "/api/v10/users/@me",
+            502,
+            0,
+            "Bad Gateway",
+        ));
+        String::new()
+    })
+    .await;
+    harness.wait_for_log("cannot reach Discord").await;
+    let started = Instant::now();
+    let status = harness.terminate_bot().await;
+    assert!(status.success(), "{status}\n{}", harness.tail_logs());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let logs = harness.logs();
+    assert!(
+        logs.contains("stopped before connecting to Discord"),
+        "{}",
+        harness.tail_logs()
+    );
+    harness.finish().await;
+}
+
+/// While the gateway refuses connections serenity waits to reconnect with no shard running,
+/// and its shutdown alone never ends the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_during_a_gateway_outage() {
+    let mut harness = Harness::start_with_setup(unready(), |discord| {
+        discord.refuse_gateway(true);
+        String::new()
+    })
+    .await;
+    let started = Instant::now();
+    while !harness.discord.request_log().contains("connection refused") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the bot never tried the gateway\n{}",
+            harness.discord.request_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let status = harness.terminate_bot().await;
+    assert!(status.success(), "{status}\n{}", harness.tail_logs());
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        harness.logs().contains("trackly-bot stopped"),
+        "{}",
+        harness.tail_logs()
+    );
+    harness.finish().await;
 }

@@ -3,6 +3,7 @@
 
 mod alert_sender;
 mod alerts;
+pub mod connect;
 mod errors;
 mod guild;
 mod link_modal;

@@ -149,6 +149,9 @@ pub struct Options {
     pub extra_config: String,
     /// Serve `/healthz` and `/metrics` on a free port of 127.0.0.1.
     pub health_server: bool,
+    /// Wait at start until the bot registered its commands. Off for tests of a bot that
+    /// cannot connect.
+    pub wait_until_ready: bool,
 }
 
 impl Default for Options {
@@ -159,6 +162,7 @@ impl Default for Options {
             acme_keys: vec!["AcmeOwner", "AcmeMember"],
             extra_config: String::new(),
             health_server: false,
+            wait_until_ready: true,
         }
     }
 }
@@ -304,6 +308,9 @@ listen = "{listen}"
             .spawn()
             .expect("bot binary starts");
         self.bot = Some(child);
+        if !self.options.wait_until_ready {
+            return;
+        }
 
         // The bot registers its commands once the gateway session is ready.
         let registered = self
@@ -319,6 +326,32 @@ listen = "{listen}"
                 "the bot did not register its commands: {error}\n--- bot log ---\n{}",
                 self.logs()
             );
+        }
+    }
+
+    /// Waits up to `timeout` for the bot to exit by itself and returns its exit status.
+    pub async fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.bot.take().expect("the bot is running");
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => status.expect("exit status"),
+            Err(_) => panic!(
+                "the bot did not exit within {timeout:?}\n{}",
+                self.tail_logs()
+            ),
+        }
+    }
+
+    /// Waits up to 20 s until the bot's log contains `text`.
+    pub async fn wait_for_log(&self, text: &str) {
+        let started = Instant::now();
+        while !self.logs().contains(text) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the bot never logged {text:?}\n{}\n--- requests ---\n{}",
+                self.tail_logs(),
+                self.discord.request_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

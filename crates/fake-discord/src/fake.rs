@@ -371,6 +371,15 @@ impl FakeDiscord {
         result.map_err(|error| self.error_with_log("cannot delete the thread", &error))
     }
 
+    /// Makes the gateway refuse new connections with 503 while `refusing` is true, as during
+    /// a Discord outage. A connection already open stays open.
+    pub fn refuse_gateway(&self, refusing: bool) {
+        self.shared.update(|state| {
+            state.log_line(format!("gateway: refusing new connections: {refusing}"));
+            state.gateway.refusing = refusing;
+        });
+    }
+
     /// Deletes a guild channel with its messages, as an administrator can in Discord's client,
     /// and sends CHANNEL_DELETE to the bot. Later requests for it get 10003 Unknown Channel.
     pub fn delete_channel(&self, channel_id: u64) -> anyhow::Result<()> {

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State as AxumState;
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -20,6 +21,15 @@ pub(crate) async fn upgrade(
     AxumState(shared): AxumState<Arc<Shared>>,
     websocket: WebSocketUpgrade,
 ) -> Response {
+    let refused = shared.update(|state| {
+        if state.gateway.refusing {
+            state.log_line("gateway: connection refused with 503 (outage scripted)".to_string());
+        }
+        state.gateway.refusing
+    });
+    if refused {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     websocket.on_upgrade(move |socket| run_session(shared, socket))
 }
 

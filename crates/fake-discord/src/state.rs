@@ -94,6 +94,8 @@ pub struct Gateway {
     /// Number of READY dispatches sent so far.
     pub readies: u64,
     pub url: String,
+    /// While true, websocket upgrades are answered with 503, as during a gateway outage.
+    pub refusing: bool,
 }
 
 pub struct State {
