@@ -306,3 +306,62 @@ async fn sigterm_stops_during_a_gateway_outage() {
     );
     harness.finish().await;
 }
+
+/// The number of interaction callbacks the bot has made so far.
+fn callbacks(harness: &Harness) -> usize {
+    harness
+        .discord
+        .requests()
+        .iter()
+        .filter(|request| request.method == "POST" && request.path.ends_with("/callback"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_errors_are_sorted() {
+    let harness = Harness::start().await;
+    let callback = "/api/v10/interactions/*/*/callback";
+
+    // An interaction that expired before the reply is ignored: no retry, no error report.
+    harness.discord.script_error(
+        ScriptedError::new("POST", callback, 404, 10062, "Unknown interaction").times(1),
+    );
+    let before = callbacks(&harness);
+    harness
+        .discord
+        .send_command(harness.sms(CAROL, "ping", vec![]))
+        .await
+        .unwrap();
+    harness.wait_for_log("command error ignored").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        callbacks(&harness),
+        before + 1,
+        "the bot retried an expired reply"
+    );
+    assert!(!harness.logs().contains("command failed"));
+
+    // A fault on the bot's side is logged, and the user gets a reference to quote.
+    harness.discord.script_error(
+        ScriptedError::new("POST", callback, 500, 0, "Internal Server Error").times(1),
+    );
+    let sent = harness
+        .discord
+        .send_command(harness.sms(CAROL, "ping", vec![]))
+        .await
+        .unwrap();
+    let text = final_text(&harness.wait_final(&sent).await);
+    assert!(
+        text.contains("Something went wrong on our side") && text.contains("reference"),
+        "{text}"
+    );
+    assert!(
+        harness.logs().contains("command failed"),
+        "{}",
+        harness.tail_logs()
+    );
+
+    let text = final_text(&harness.run_sms(CAROL, "ping", vec![]).await);
+    assert!(text.contains("Pong"), "{text}");
+    harness.finish().await;
+}

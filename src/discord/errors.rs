@@ -242,3 +242,22 @@ pub async fn on_error(error: poise::FrameworkError<'_, Data, BotError>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_without_a_discord_code_are_reported() {
+        let error = serenity::Error::Other("no response");
+        assert_eq!(discord_error_code(&error), None);
+        assert!(matches!(BotError::from(error), BotError::Internal(_)));
+    }
+
+    #[test]
+    fn database_errors_are_reported() {
+        let error = BotError::from(sqlx::Error::PoolTimedOut);
+        assert!(matches!(error, BotError::Internal(_)));
+        assert!(format!("{error:#}").contains("database"), "{error:#}");
+    }
+}
