@@ -1052,6 +1052,28 @@ async fn test_alert_status_and_shutdown() {
     let text = final_text(&status);
     assert!(text.contains("accounts polled: 1"), "{text}");
     assert!(text.contains("outbox backlog: 0 pending"), "{text}");
+    assert!(!text.contains("no run yet"), "{text}");
+    // The last run is a Discord timestamp, `<t:SECONDS:R>`, followed by the run's duration.
+    let last_run = text
+        .split("last run: <t:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no last run time: {text}"));
+    let (seconds, rest) = last_run
+        .split_once(":R> in ")
+        .unwrap_or_else(|| panic!("last run is not `<t:SECONDS:R> in N ms`: {text}"));
+    let seconds: i64 = seconds
+        .parse()
+        .unwrap_or_else(|_| panic!("last run time is not a number: {text}"));
+    let age = chrono::Utc::now().timestamp() - seconds;
+    assert!(
+        (0..60).contains(&age),
+        "last run {age} s ago, but the poller runs every 200 ms: {text}"
+    );
+    assert!(
+        rest.split_once(" ms")
+            .is_some_and(|(millis, _)| millis.parse::<u64>().is_ok()),
+        "last run duration is not `N ms`: {text}"
+    );
 
     // A gateway reconnect does not start a second poller.
     setup
@@ -1432,5 +1454,199 @@ async fn sigkill_after_discord_created_digest_delivers_once() {
         .as_str()
         .unwrap();
     assert!(footer.starts_with("Digest of 9 alerts"), "{footer}");
+    setup.harness.finish().await;
+}
+
+/// Returns the value shown after `label: ` in `/alerts status` or `/alerts configure` output,
+/// such as `on` for `Billing`.
+fn preference<'a>(text: &'a str, label: &str) -> &'a str {
+    let needle = format!("{label}: ");
+    let start = text
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {label} in: {text}"))
+        + needle.len();
+    text[start..].lines().next().unwrap_or_default().trim()
+}
+
+/// Preference labels as `/alerts status` shows them.
+const PREFERENCE_LABELS: [&str; 7] = [
+    "Delivery failures",
+    "Opt-outs",
+    "Inbound SMS",
+    "Billing",
+    "Spam complaints",
+    "Service",
+    "Minimum severity",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configure_changes_only_given_options() {
+    let setup = start(vec!["AcmeOwner"], "").await;
+    setup.harness.link(ALICE, &test_key("AcmeOwner")).await;
+
+    // The product's defaults, in the order of PREFERENCE_LABELS.
+    let mut expected = ["on", "on", "off", "on", "on", "on", "low"];
+    let boolean = OptionValue::Boolean;
+    // What the step sets, the options it sends, and the labels and values it changes.
+    type Step = (
+        &'static str,
+        Vec<(&'static str, OptionValue)>,
+        Vec<(&'static str, &'static str)>,
+    );
+    let steps: Vec<Step> = vec![
+        (
+            "billing off",
+            vec![("billing", boolean(false))],
+            vec![("Billing", "off")],
+        ),
+        (
+            "inbound SMS on",
+            vec![("inbound_sms", boolean(true))],
+            vec![("Inbound SMS", "on")],
+        ),
+        (
+            "opt-outs off",
+            vec![("opt_outs", boolean(false))],
+            vec![("Opt-outs", "off")],
+        ),
+        (
+            "spam complaints off",
+            vec![("spam_complaints", boolean(false))],
+            vec![("Spam complaints", "off")],
+        ),
+        (
+            "service off",
+            vec![("service", boolean(false))],
+            vec![("Service", "off")],
+        ),
+        (
+            "delivery failures off and minimum severity high",
+            vec![
+                ("delivery_failures", boolean(false)),
+                ("minimum_severity", OptionValue::Integer(SEVERITY_HIGH)),
+            ],
+            vec![("Delivery failures", "off"), ("Minimum severity", "high")],
+        ),
+        (
+            "opt-outs and service back on",
+            vec![("opt_outs", boolean(true)), ("service", boolean(true))],
+            vec![("Opt-outs", "on"), ("Service", "on")],
+        ),
+        ("no option", vec![], vec![]),
+    ];
+
+    let status = setup.alerts(ALICE, "status", vec![]).await;
+    for (label, value) in PREFERENCE_LABELS.iter().zip(expected) {
+        assert_eq!(preference(&status, label), value, "default of {label}");
+    }
+    for (step, options, changes) in steps {
+        for (label, value) in changes {
+            let index = PREFERENCE_LABELS
+                .iter()
+                .position(|known| *known == label)
+                .expect("a known label");
+            expected[index] = value;
+        }
+        let reply = setup.alerts(ALICE, "configure", options).await;
+        let status = setup.alerts(ALICE, "status", vec![]).await;
+        for (label, value) in PREFERENCE_LABELS.iter().zip(expected) {
+            assert_eq!(
+                preference(&reply, label),
+                value,
+                "{label} in the configure reply after {step}"
+            );
+            assert_eq!(
+                preference(&status, label),
+                value,
+                "{label} in /alerts status after {step}"
+            );
+        }
+        if step == "no option" {
+            assert!(reply.contains("Nothing changed"), "{reply}");
+        } else {
+            assert!(reply.contains("Alert preferences saved"), "{reply}");
+        }
+    }
+    setup.harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_command_registered() {
+    let setup = start(vec!["AcmeOwner"], "").await;
+    let registered = setup
+        .discord()
+        .registered_commands()
+        .expect("commands registered");
+    let alerts = registered.command("alerts").expect("alerts is registered");
+    let subcommands = alerts["options"]
+        .as_array()
+        .expect("alerts has subcommands");
+    let names: Vec<&str> = subcommands
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["configure", "mute", "unmute", "status", "test"]);
+    for subcommand in subcommands {
+        assert_eq!(
+            subcommand["type"], 1,
+            "{} is a subcommand",
+            subcommand["name"]
+        );
+    }
+
+    let options_of = |name: &str| -> Vec<Value> {
+        subcommands
+            .iter()
+            .find(|o| o["name"] == name)
+            .and_then(|o| o["options"].as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let configure = options_of("configure");
+    let names: Vec<&str> = configure
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "delivery_failures",
+            "opt_outs",
+            "inbound_sms",
+            "billing",
+            "spam_complaints",
+            "service",
+            "minimum_severity"
+        ]
+    );
+    for option in &configure {
+        assert_ne!(option["required"], true, "{} is optional", option["name"]);
+    }
+    for option in &configure[..6] {
+        assert_eq!(option["type"], 5, "{} is a boolean", option["name"]);
+    }
+    let severity = &configure[6];
+    assert_eq!(severity["type"], 4, "poise sends choices as integers");
+    let choices: Vec<&str> = severity["choices"]
+        .as_array()
+        .expect("minimum_severity has choices")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(choices, ["low", "medium", "high", "critical"]);
+    assert_eq!(
+        severity["choices"][SEVERITY_HIGH as usize]["value"], SEVERITY_HIGH,
+        "the tests send high as {SEVERITY_HIGH}"
+    );
+
+    let mute = options_of("mute");
+    assert_eq!(mute.len(), 1, "{mute:?}");
+    assert_eq!(mute[0]["name"], "duration");
+    assert_eq!(mute[0]["type"], 3, "duration is a string");
+    assert_eq!(mute[0]["required"], true);
+    assert_eq!(mute[0]["max_length"], 20);
+    for name in ["unmute", "status", "test"] {
+        assert!(options_of(name).is_empty(), "{name} takes no options");
+    }
     setup.harness.finish().await;
 }

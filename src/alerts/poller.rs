@@ -427,11 +427,18 @@ mod tests {
     use crate::trackly::TracklyClient;
     use serde_json::json;
     use std::sync::Mutex;
-    use trackly_sim::{AccountStatus, Seed, SimHandle, Simulator};
+    use std::time::Duration;
+    use trackly_sim::{AccountStatus, Fault, FaultKind, Seed, SeedKey, SimHandle, Simulator};
 
     const OWNER_KEY: &str = "trk_TESTacmeOWNERkey0000000000000001";
     const MEMBER_KEY: &str = "trk_TESTacmeMEMBERkey000000000000002";
     const ACME: &str = "acc_8f2k1q";
+    /// The demo seed's second account and its owner's key.
+    const BLUEFIN: &str = "acc_3m7x9p";
+    const BLUEFIN_KEY: &str = "trk_TESTbluefinOWNERkey0000000000003";
+    /// A third account that `three_account_seed` adds to the demo seed.
+    const THIRD: &str = "acc_third1";
+    const THIRD_KEY: &str = "trk_TESTthirdOWNERkey000000000000005";
 
     #[derive(Default)]
     struct NoticeRecorder {
@@ -466,7 +473,12 @@ mod tests {
     }
 
     async fn setup_with(config: AlertsConfig) -> Setup {
-        let sim = Simulator::start(Seed::demo(), "127.0.0.1:0".parse().unwrap())
+        start_setup(config, Seed::demo(), &[(1, OWNER_KEY), (2, MEMBER_KEY)]).await
+    }
+
+    /// Starts the simulator with `seed` and links each user to the account of its key.
+    async fn start_setup(config: AlertsConfig, seed: Seed, users: &[(u64, &str)]) -> Setup {
+        let sim = Simulator::start(seed, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
         let (db, dir) = test_db().await;
@@ -478,8 +490,9 @@ mod tests {
         .unwrap();
         let cipher = Arc::new(KeyCipher::new(&[7; 32], "k1"));
         let links = LinkService::new(db, trackly, cipher, LinkingConfig::default());
-        links.link(1, OWNER_KEY, Utc::now()).await.unwrap();
-        links.link(2, MEMBER_KEY, Utc::now()).await.unwrap();
+        for (user_id, key) in users {
+            links.link(*user_id, key, Utc::now()).await.unwrap();
+        }
         let sender = Arc::new(NoticeRecorder::default());
         let poller = Arc::new(Poller::new(
             links.clone(),
@@ -678,5 +691,140 @@ mod tests {
             let link = db.link(user).await.unwrap().unwrap();
             assert_eq!(link.status, crate::storage::LinkStatus::Suspended);
         }
+    }
+
+    /// Returns the demo seed plus a third account, `THIRD`, with the one key `THIRD_KEY`.
+    fn three_account_seed() -> Seed {
+        let mut seed = Seed::demo();
+        let mut third = seed.accounts[1].clone();
+        third.id = THIRD.into();
+        third.name = "Third Line Texts".into();
+        third.keys = vec![SeedKey {
+            key: THIRD_KEY.into(),
+            role: "owner".into(),
+        }];
+        third.lists.clear();
+        seed.accounts.push(third);
+        seed
+    }
+
+    /// Starts a poller for three accounts with one linked user each.
+    async fn setup_three_accounts(config: AlertsConfig) -> Setup {
+        let users = [(1, OWNER_KEY), (3, BLUEFIN_KEY), (4, THIRD_KEY)];
+        start_setup(config, three_account_seed(), &users).await
+    }
+
+    /// Delays every `GET /events` response by `ms`, or only those for `key` when one is given.
+    fn slow_feed(sim: &SimHandle, key: Option<&str>, ms: u64) {
+        sim.add_fault(Fault {
+            key: key.map(str::to_owned),
+            path: Some("/events".into()),
+            times: None,
+            kind: FaultKind::Delay { ms },
+        });
+    }
+
+    /// Returns the time each `GET /events` request reached the simulator, oldest first.
+    fn feed_request_times(sim: &SimHandle) -> Vec<chrono::DateTime<Utc>> {
+        let mut times: Vec<_> = sim
+            .requests()
+            .into_iter()
+            .filter(|request| request.path == "/events")
+            .map(|request| request.received_at)
+            .collect();
+        times.sort();
+        times
+    }
+
+    #[tokio::test]
+    async fn concurrent_account_polls_limited() {
+        // Long enough that scheduling delays on a busy machine stay far below it.
+        const FEED_DELAY_MS: u64 = 1_500;
+        let setup = setup_three_accounts(AlertsConfig {
+            max_concurrent_accounts: 2,
+            poll_timeout_ms: 10_000,
+            ..AlertsConfig::default()
+        })
+        .await;
+        slow_feed(&setup.sim, None, FEED_DELAY_MS);
+
+        let status = Arc::clone(&setup.poller).run_once().await;
+        assert_eq!(status.accounts_polled, 3, "{status:?}");
+        assert_eq!(status.accounts_failed, 0, "{status:?}");
+        let db = setup.links.db();
+        for account_id in [ACME, BLUEFIN, THIRD] {
+            let cursor = db.alert_cursor(account_id).await.unwrap().cursor;
+            assert!(cursor.is_some(), "{account_id} was not polled");
+        }
+
+        // An account's poll keeps its permit until the delayed response arrived, at least
+        // FEED_DELAY_MS after the simulator received the request. So polls whose requests
+        // arrived less than FEED_DELAY_MS apart ran at the same time.
+        let times = feed_request_times(&setup.sim);
+        assert_eq!(times.len(), 3, "one feed request per account: {times:?}");
+        let delay = chrono::Duration::milliseconds(FEED_DELAY_MS as i64);
+        assert!(
+            times[2] - times[0] >= delay,
+            "3 polls ran at the same time under a limit of 2: {times:?}"
+        );
+        assert!(
+            times[1] - times[0] < delay,
+            "2 polls should run at the same time: {times:?}"
+        );
+        assert!(
+            status.last_run_ms >= 2 * FEED_DELAY_MS,
+            "the third account waits for a permit: {status:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn run_stops_at_poll_timeout() {
+        const TIMEOUT_MS: u64 = 400;
+        let setup = setup_three_accounts(AlertsConfig {
+            max_concurrent_accounts: 3,
+            poll_timeout_ms: TIMEOUT_MS,
+            ..AlertsConfig::default()
+        })
+        .await;
+        // Only Acme's feed is slow, and the other two respond at once.
+        slow_feed(&setup.sim, Some(OWNER_KEY), 5_000);
+
+        let started = std::time::Instant::now();
+        let status = Arc::clone(&setup.poller).run_once().await;
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(TIMEOUT_MS),
+            "the run ended before its timeout: {elapsed:?}"
+        );
+        assert!(
+            elapsed < Duration::from_millis(4_500),
+            "the run waited for the slow feed: {elapsed:?}"
+        );
+        assert_eq!(status.accounts_polled, 2, "{status:?}");
+        assert_eq!(
+            status.accounts_failed, 1,
+            "the account cut off by the timeout counts as failed: {status:?}"
+        );
+        assert!(status.last_run_ms >= TIMEOUT_MS, "{status:?}");
+        assert_eq!(
+            setup.poller.state.status(),
+            status,
+            "the run's status is published for /sms status"
+        );
+        let db = setup.links.db();
+        assert_eq!(
+            db.alert_cursor(ACME).await.unwrap().cursor,
+            None,
+            "the cut-off poll stored nothing"
+        );
+        assert!(db.alert_cursor(BLUEFIN).await.unwrap().cursor.is_some());
+        assert!(db.alert_cursor(THIRD).await.unwrap().cursor.is_some());
+
+        // The next run polls the cut-off account again.
+        setup.sim.clear_faults();
+        let next = Arc::clone(&setup.poller).run_once().await;
+        assert_eq!(next.accounts_polled, 3, "{next:?}");
+        assert_eq!(next.accounts_failed, 0, "{next:?}");
+        assert!(db.alert_cursor(ACME).await.unwrap().cursor.is_some());
     }
 }

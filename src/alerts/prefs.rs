@@ -39,7 +39,8 @@ impl Default for Preferences {
     }
 }
 
-/// The options of `/alerts configure`; `None` leaves a setting unchanged.
+/// The options of `/alerts configure`. `Db::update_alert_preferences` applies them in one SQL
+/// `UPDATE`, where `None` leaves a setting unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PreferenceChanges {
     pub delivery_failures: Option<bool>,
@@ -58,26 +59,6 @@ impl PreferenceChanges {
 }
 
 impl Preferences {
-    /// Applies only the changes that are given.
-    pub fn apply(&mut self, changes: &PreferenceChanges) {
-        let pairs = [
-            (&mut self.delivery_failures, changes.delivery_failures),
-            (&mut self.opt_outs, changes.opt_outs),
-            (&mut self.inbound_sms, changes.inbound_sms),
-            (&mut self.billing, changes.billing),
-            (&mut self.spam_complaints, changes.spam_complaints),
-            (&mut self.service, changes.service),
-        ];
-        for (setting, change) in pairs {
-            if let Some(value) = change {
-                *setting = value;
-            }
-        }
-        if let Some(severity) = changes.minimum_severity {
-            self.minimum_severity = severity;
-        }
-    }
-
     /// Returns whether the toggle for `category` is on. Kinds without a toggle are always on.
     pub fn category_enabled(&self, category: Category) -> bool {
         match category {
@@ -191,20 +172,6 @@ mod tests {
         assert!(prefs.wants(&event("service.outage", None), now));
         let later = now + Duration::minutes(6);
         assert!(prefs.wants(&event("billing.payment_failed", None), later));
-    }
-
-    #[test]
-    fn apply_changes_only_given_options() {
-        let mut prefs = Preferences::default();
-        prefs.apply(&PreferenceChanges {
-            inbound_sms: Some(true),
-            minimum_severity: Some(Severity::Medium),
-            ..PreferenceChanges::default()
-        });
-        assert!(prefs.inbound_sms);
-        assert_eq!(prefs.minimum_severity, Severity::Medium);
-        assert!(prefs.delivery_failures);
-        assert!(prefs.billing);
     }
 
     #[test]

@@ -999,6 +999,110 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn preference_update_changes_only_given() {
+        let (db, _dir) = test_db().await;
+        link(&db, 7, "acc_1").await;
+        let none = PreferenceChanges::default();
+        // Each step sets one option to the opposite of its default. Every other setting must keep
+        // what the earlier steps left. A step is the option's name, the change, and what the
+        // change does to the expected preferences.
+        type Step = (&'static str, PreferenceChanges, fn(&mut Preferences));
+        let steps: [Step; 7] = [
+            (
+                "delivery_failures",
+                PreferenceChanges {
+                    delivery_failures: Some(false),
+                    ..none.clone()
+                },
+                |p| p.delivery_failures = false,
+            ),
+            (
+                "opt_outs",
+                PreferenceChanges {
+                    opt_outs: Some(false),
+                    ..none.clone()
+                },
+                |p| p.opt_outs = false,
+            ),
+            (
+                "inbound_sms",
+                PreferenceChanges {
+                    inbound_sms: Some(true),
+                    ..none.clone()
+                },
+                |p| p.inbound_sms = true,
+            ),
+            (
+                "billing",
+                PreferenceChanges {
+                    billing: Some(false),
+                    ..none.clone()
+                },
+                |p| p.billing = false,
+            ),
+            (
+                "spam_complaints",
+                PreferenceChanges {
+                    spam_complaints: Some(false),
+                    ..none.clone()
+                },
+                |p| p.spam_complaints = false,
+            ),
+            (
+                "service",
+                PreferenceChanges {
+                    service: Some(false),
+                    ..none.clone()
+                },
+                |p| p.service = false,
+            ),
+            (
+                "minimum_severity",
+                PreferenceChanges {
+                    minimum_severity: Some(Severity::High),
+                    ..none.clone()
+                },
+                |p| p.minimum_severity = Severity::High,
+            ),
+        ];
+        // A mute and the DMs-closed mark are not options of `/alerts configure`, so they stay.
+        let until = from_millis(to_millis(Utc::now() + chrono::Duration::hours(1)));
+        assert!(db.set_alert_mute(7, Some(until), Utc::now()).await.unwrap());
+        assert!(db.set_dm_closed(7, true).await.unwrap());
+        let mut expected = Preferences {
+            muted_until: Some(until),
+            dm_closed: true,
+            ..Preferences::default()
+        };
+        for (option, changes, change_expected) in steps {
+            change_expected(&mut expected);
+            let saved = db
+                .update_alert_preferences(7, &changes, Utc::now())
+                .await
+                .unwrap();
+            assert_eq!(saved.as_ref(), Some(&expected), "after setting {option}");
+            assert_eq!(
+                db.alert_preferences(7).await.unwrap().as_ref(),
+                Some(&expected),
+                "stored after setting {option}"
+            );
+        }
+
+        let unchanged = db.update_alert_preferences(7, &none, Utc::now()).await;
+        assert_eq!(
+            unchanged.unwrap(),
+            Some(expected),
+            "an empty change keeps every setting"
+        );
+        let unlinked = db.update_alert_preferences(8, &none, Utc::now()).await;
+        assert_eq!(
+            unlinked.unwrap(),
+            None,
+            "a user without a link has no preferences"
+        );
+    }
+
+    #[tokio::test]
     async fn unlink_deletes_preferences_and_pending_dms() {
         let (db, _dir) = test_db().await;
         link(&db, 7, "acc_1").await;

@@ -18,6 +18,8 @@ const ALL_ALERTS: u64 = 900;
 #[derive(Default)]
 struct RecordingSender {
     sent: Mutex<Vec<(Target, AlertMessage)>>,
+    /// Target and start time of every call to `send`, failed ones included.
+    attempts: Mutex<Vec<(Target, Instant)>>,
     script: Mutex<VecDeque<Result<u64, SendError>>>,
 }
 
@@ -33,6 +35,26 @@ impl RecordingSender {
     fn sent_to(&self, target: Target) -> usize {
         self.sent().iter().filter(|(t, _)| *t == target).count()
     }
+
+    /// Returns the start time of every send to `target`, in order.
+    fn attempt_times(&self, target: Target) -> Vec<Instant> {
+        self.attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t == target)
+            .map(|(_, at)| *at)
+            .collect()
+    }
+
+    fn all_attempt_times(&self) -> Vec<Instant> {
+        self.attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, at)| *at)
+            .collect()
+    }
 }
 
 impl AlertSender for RecordingSender {
@@ -42,6 +64,7 @@ impl AlertSender for RecordingSender {
         message: &AlertMessage,
         _nonce: &str,
     ) -> Result<u64, SendError> {
+        self.attempts.lock().unwrap().push((target, Instant::now()));
         let scripted = self.script.lock().unwrap().pop_front();
         match scripted {
             Some(Err(error)) => Err(error),
@@ -756,4 +779,112 @@ async fn failed_digest_is_retried_as_one_digest() {
     assert!(footers[2].starts_with("Digest of 6 alerts"), "{footers:?}");
     assert_eq!(db.pending_delivery_count().await.unwrap(), 0);
     assert_eq!(stored_window_count(&db).await, 0);
+}
+
+/// Stores one critical alert per id in `ids` for `target`. Critical alerts are never held for a
+/// digest, so each is its own message.
+async fn store_critical(db: &Db, ids: &[&str], target: Target) {
+    let events: Vec<(&str, &str)> = ids.iter().map(|id| (*id, "service.outage")).collect();
+    store(db, &events, vec![target]).await;
+}
+
+/// Returns the largest number of `times` that fall within any span of length `span`.
+fn max_within(times: &[Instant], span: Duration) -> usize {
+    times
+        .iter()
+        .map(|start| {
+            times
+                .iter()
+                .filter(|at| **at >= *start && at.duration_since(*start) < span)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn channel_limit_paces_sends() {
+    let (db, _dir) = setup().await;
+    let all_alerts = Target::AllAlerts {
+        channel_id: ALL_ALERTS,
+    };
+    let account_channel = Target::AccountChannel {
+        channel_id: ACCOUNT_CHANNEL,
+    };
+    store_critical(&db, &["a1", "a2", "a3", "a4", "a5"], all_alerts).await;
+    store_critical(&db, &["b1", "b2", "b3"], account_channel).await;
+    let sender = Arc::new(RecordingSender::default());
+    let mut dispatcher = Dispatcher::new(
+        db.clone(),
+        Arc::clone(&sender),
+        Arc::new(AlertsState::new()),
+        &AlertsConfig {
+            channel_messages_per_5s: 2,
+            ..config(100)
+        },
+    );
+    let shutdown = CancellationToken::new();
+
+    let first = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(first.messages_sent, 4, "2 per channel: {first:?}");
+    assert_eq!(
+        first.paced, 4,
+        "3 left on all-alerts, 1 on the account channel"
+    );
+    assert_eq!(sender.sent_to(all_alerts), 2);
+    assert_eq!(sender.sent_to(account_channel), 2);
+
+    // The dispatcher runs the next round 100 ms after a paced one. Within the 5-second window
+    // every such round finds both channels at their limit and sends nothing.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let report = dispatcher.round(&shutdown).await.unwrap();
+        assert_eq!(report.messages_sent, 0, "{report:?}");
+        assert_eq!(report.paced, 2, "one per channel at its limit: {report:?}");
+    }
+    let window = Duration::from_secs(5);
+    assert_eq!(max_within(&sender.attempt_times(all_alerts), window), 2);
+    assert_eq!(
+        max_within(&sender.attempt_times(account_channel), window),
+        2
+    );
+    assert_eq!(
+        db.pending_delivery_count().await.unwrap(),
+        4,
+        "paced deliveries stay pending"
+    );
+}
+
+#[tokio::test]
+async fn global_rate_spaces_sends() {
+    let (db, _dir) = setup().await;
+    let target = Target::AllAlerts {
+        channel_id: ALL_ALERTS,
+    };
+    store_critical(&db, &["g1", "g2", "g3", "g4", "g5"], target).await;
+    let sender = Arc::new(RecordingSender::default());
+    let mut dispatcher = Dispatcher::new(
+        db.clone(),
+        Arc::clone(&sender),
+        Arc::new(AlertsState::new()),
+        &AlertsConfig {
+            global_messages_per_sec: 10,
+            channel_messages_per_5s: 50,
+            ..config(100)
+        },
+    );
+
+    let report = dispatcher.round(&CancellationToken::new()).await.unwrap();
+    assert_eq!(report.messages_sent, 5, "{report:?}");
+    assert_eq!(report.paced, 0, "{report:?}");
+    // 10 per second gives one slot every 100 ms, so the fifth send starts at least 400 ms after
+    // the first slot. The first send takes its slot at once, and the margin covers the time
+    // between that slot and the send.
+    let times = sender.all_attempt_times();
+    assert_eq!(times.len(), 5);
+    let span = times[4].duration_since(times[0]);
+    assert!(
+        span >= Duration::from_millis(350),
+        "5 sends within {span:?}"
+    );
 }
