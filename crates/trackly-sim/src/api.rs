@@ -40,16 +40,42 @@ enum Endpoint {
 }
 
 impl Endpoint {
-    fn from_path(path: &str) -> Option<Endpoint> {
-        match path {
-            "/account" => Some(Endpoint::Account),
-            "/usage" => Some(Endpoint::Usage),
-            "/billing/balance" => Some(Endpoint::Balance),
-            "/lists" => Some(Endpoint::Lists),
-            "/events" => Some(Endpoint::Events),
-            _ => None,
+    const ALL: [Endpoint; 5] = [
+        Endpoint::Account,
+        Endpoint::Usage,
+        Endpoint::Balance,
+        Endpoint::Lists,
+        Endpoint::Events,
+    ];
+
+    /// Returns the path without the `/api/v2` prefix, as requests are recorded and faults match.
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Account => "/account",
+            Endpoint::Usage => "/usage",
+            Endpoint::Balance => "/billing/balance",
+            Endpoint::Lists => "/lists",
+            Endpoint::Events => "/events",
         }
     }
+
+    /// Finds the endpoint of a path without the `/api/v2` prefix. The match is exact, so a
+    /// trailing slash or a different case finds none.
+    fn from_path(path: &str) -> Option<Endpoint> {
+        Endpoint::ALL
+            .into_iter()
+            .find(|endpoint| endpoint.path() == path)
+    }
+}
+
+/// Paths of the endpoints under `/api/v2`, without the prefix, such as `"/account"`.
+pub(crate) fn endpoint_paths() -> impl Iterator<Item = &'static str> {
+    Endpoint::ALL.into_iter().map(Endpoint::path)
+}
+
+/// Reports whether `path` (without the `/api/v2` prefix) is an endpoint the simulator serves.
+pub(crate) fn is_endpoint_path(path: &str) -> bool {
+    Endpoint::from_path(path).is_some()
 }
 
 /// Builds an error body in the API's format: `{"error": ..., "code": ...}`, without `code` when
@@ -439,6 +465,27 @@ mod tests {
         assert_eq!(api_path("/api/v2/billing/balance"), "/billing/balance");
         assert_eq!(api_path("/api/v2"), "/");
         assert_eq!(api_path("/api/v2/"), "/");
+    }
+
+    #[test]
+    fn endpoint_paths_round_trip() {
+        let paths: Vec<&str> = endpoint_paths().collect();
+        assert_eq!(
+            paths,
+            [
+                "/account",
+                "/usage",
+                "/billing/balance",
+                "/lists",
+                "/events"
+            ]
+        );
+        for path in paths {
+            assert!(is_endpoint_path(path), "{path}");
+        }
+        for path in ["/", "/acount", "/account/", "/Account", "/api/v2/account"] {
+            assert!(!is_endpoint_path(path), "{path}");
+        }
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! Control API under `/_control`, for local runs and curl: the HTTP form of the
 //! [`SimHandle`](crate::SimHandle) methods.
 
+use std::fmt::Write as _;
+use std::future::{ready, Ready};
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use serde_path_to_error::Segment;
 use tracing::{info, warn};
 
 use crate::api::{json_error, ApiError};
@@ -20,20 +23,60 @@ use crate::seed::{key_fingerprint, AccountStatus};
 use crate::state::{SimError, SimState};
 
 /// Routes of the control API, to be merged into the simulator's router.
+///
+/// Each route rejects other methods with a JSON 405 that names the methods it serves, and axum
+/// adds the `Allow` header.
 pub(crate) fn routes() -> Router<Arc<SimState>> {
     Router::new()
         .route(
             "/_control/faults",
-            get(list_faults).post(add_fault).delete(clear_faults),
+            get(list_faults)
+                .post(add_fault)
+                .delete(clear_faults)
+                .fallback(reject_method(&[Method::GET, Method::POST, Method::DELETE])),
         )
         .route(
             "/_control/requests",
-            get(list_requests).delete(clear_requests),
+            get(list_requests)
+                .delete(clear_requests)
+                .fallback(reject_method(&[Method::GET, Method::DELETE])),
         )
-        .route("/_control/accounts/{id}/events", post(append_events))
-        .route("/_control/accounts/{id}/status", post(set_account_status))
-        .route("/_control/keys/revoke", post(revoke_key))
-        .route("/_control/reset", post(reset))
+        .route(
+            "/_control/accounts/{id}/events",
+            post(append_events).fallback(reject_method(&[Method::POST])),
+        )
+        .route(
+            "/_control/accounts/{id}/status",
+            post(set_account_status).fallback(reject_method(&[Method::POST])),
+        )
+        .route(
+            "/_control/keys/revoke",
+            post(revoke_key).fallback(reject_method(&[Method::POST])),
+        )
+        .route(
+            "/_control/reset",
+            post(reset).fallback(reject_method(&[Method::POST])),
+        )
+}
+
+/// Builds the handler for methods a control route does not serve. `allowed` must list the
+/// methods of the route's handlers, which axum also sends in the `Allow` header.
+fn reject_method(
+    allowed: &'static [Method],
+) -> impl Fn(Method, Uri) -> Ready<Response> + Clone + Send + Sync + 'static {
+    move |method, uri| {
+        let allowed: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+        warn!(%method, path = uri.path(), "control: method not allowed");
+        ready(json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!(
+                "Method {method} is not allowed on {}. Allowed methods: {}",
+                uri.path(),
+                allowed.join(", ")
+            ),
+            Some("method_not_allowed"),
+        ))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,24 +99,55 @@ struct RevokeBody {
 
 /// Parses a JSON body whatever its `Content-Type`, so that a plain `curl -d` works too.
 fn parse_body<T: DeserializeOwned>(body: &Bytes, example: &str) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        warn!("control: rejected an empty request body");
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Missing request body: expected JSON such as {example}"),
+            "invalid_body",
+        ));
+    }
+
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let field = if path.is_empty() || path == "." {
-            String::new()
-        } else {
-            format!(" at `{path}`")
-        };
-        warn!(field = %path, error = %error.inner(), "control: rejected request body");
+        let location = readable_location(error.path());
+        let at = location
+            .as_deref()
+            .map(|location| format!(" at `{location}`"))
+            .unwrap_or_default();
+        warn!(location, error = %error.inner(), "control: rejected request body");
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!(
-                "Invalid request body{field}: {}. Expected JSON such as {example}",
+                "Invalid request body{at}: {}. Expected JSON such as {example}",
                 error.inner()
             ),
             "invalid_body",
         )
     })
+}
+
+/// Formats the location of an invalid value, such as `events[0].data`, or `None` for the body
+/// as a whole. serde_path_to_error cannot name a map key that failed to parse (a syntax error
+/// such as a trailing comma), so the location stops before it. serde_json's message still gives
+/// the line and column.
+fn readable_location(path: &serde_path_to_error::Path) -> Option<String> {
+    let mut location = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => {
+                let _ = write!(location, "[{index}]");
+            }
+            Segment::Map { key: name } | Segment::Enum { variant: name } => {
+                if !location.is_empty() {
+                    location.push('.');
+                }
+                location.push_str(name);
+            }
+            Segment::Unknown => break,
+        }
+    }
+    (!location.is_empty()).then_some(location)
 }
 
 fn sim_error_response(error: &SimError) -> Response {

@@ -9,8 +9,13 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use crate::api::json_error;
+use crate::api::{endpoint_paths, is_endpoint_path, json_error, API_PREFIX};
 use crate::seed::key_fingerprint;
+use crate::NO_ANSWER_HOLD;
+
+/// Maximum wait of a `delay` fault, in milliseconds: 10 minutes, the time a `no_answer` fault
+/// keeps a request open.
+pub(crate) const MAX_DELAY_MS: u64 = NO_ANSWER_HOLD.as_secs() * 1000;
 
 /// A fault and the requests it applies to.
 ///
@@ -23,9 +28,11 @@ use crate::seed::key_fingerprint;
 pub struct Fault {
     /// Only requests whose `X-Api-Key` is exactly this key; `None` matches any request.
     pub key: Option<String>,
-    /// Only this path, without the `/api/v2` prefix and query (`"/account"`); `None` matches any.
+    /// Only this endpoint path, matched exactly, without the `/api/v2` prefix and query
+    /// (`"/account"`); `None` matches any.
     pub path: Option<String>,
-    /// Number of matching requests the fault applies to; `None` keeps it until it is cleared.
+    /// Number of matching requests the fault applies to, at least 1; `None` keeps it until it is
+    /// cleared.
     pub times: Option<u32>,
     #[serde(flatten)]
     pub kind: FaultKind,
@@ -36,9 +43,9 @@ pub struct Fault {
 impl<'de> Deserialize<'de> for Fault {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fault, D::Error> {
         let mut fields = Map::<String, Value>::deserialize(deserializer)?;
-        let key = take_optional_field(&mut fields, "key")?;
-        let path = take_optional_field(&mut fields, "path")?;
-        let times = take_optional_field(&mut fields, "times")?;
+        let key = take_optional_field(&mut fields, "key", "a string")?;
+        let path = take_optional_field(&mut fields, "path", "a string such as \"/account\"")?;
+        let times = take_optional_field(&mut fields, "times", &times_range())?;
 
         let kind_field_names: Vec<String> = fields.keys().cloned().collect();
         let kind = FaultKind::deserialize(Value::Object(fields)).map_err(D::Error::custom)?;
@@ -56,7 +63,7 @@ impl<'de> Deserialize<'de> for Fault {
             let mut expected: Vec<&str> = vec!["key", "path", "times"];
             expected.extend(known.keys().map(String::as_str));
             return Err(D::Error::custom(format!(
-                "unknown field `{unknown}` in a {} fault; expected {}",
+                "unknown field `{unknown}` for a fault of kind `{}`. Valid fields: {}",
                 kind.name(),
                 expected.join(", ")
             )));
@@ -72,15 +79,42 @@ impl<'de> Deserialize<'de> for Fault {
 }
 
 /// Removes an optional field from a fault's JSON object; a missing field or null is `None`.
+/// `expected` describes a valid value for the error message, such as "a string".
 fn take_optional_field<T: DeserializeOwned, E: serde::de::Error>(
     fields: &mut Map<String, Value>,
     name: &str,
+    expected: &str,
 ) -> Result<Option<T>, E> {
-    match fields.remove(name) {
-        None => Ok(None),
-        Some(value) => serde_json::from_value::<Option<T>>(value)
-            .map_err(|error| E::custom(format!("invalid `{name}`: {error}"))),
+    let Some(value) = fields.remove(name) else {
+        return Ok(None);
+    };
+    serde_json::from_value::<Option<T>>(value.clone()).map_err(|_| {
+        E::custom(format!(
+            "invalid `{name}`: expected {expected}, found {}",
+            describe_json(&value)
+        ))
+    })
+}
+
+/// Describes a JSON value for an error message: numbers and booleans as written, other values
+/// by type only, so that a misplaced key is not echoed.
+fn describe_json(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_string(),
+        Value::Bool(flag) => flag.to_string(),
+        Value::Number(number) => number.to_string(),
+        Value::String(_) => "a string".to_string(),
+        Value::Array(_) => "an array".to_string(),
+        Value::Object(_) => "an object".to_string(),
     }
+}
+
+/// Describes the valid values of `times`, for error messages.
+fn times_range() -> String {
+    format!(
+        "a whole number from 1 to {}, or no `times` to keep the fault until it is cleared",
+        u32::MAX
+    )
 }
 
 // Shows only the last 4 characters of the key, like every log line of the simulator.
@@ -105,7 +139,7 @@ impl fmt::Debug for Fault {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FaultKind {
-    /// Waits `ms` milliseconds, then responds normally.
+    /// Waits `ms` milliseconds, at most 600000 (10 minutes), then responds normally.
     Delay { ms: u64 },
     /// 401 `{"error": "Invalid API key", "code": "invalid_api_key"}`.
     Unauthorized,
@@ -147,17 +181,26 @@ impl FaultKind {
 }
 
 impl Fault {
-    /// Checks the values that a fault sent over the control API must have.
+    /// Checks that the fault can apply to a request for an endpoint and that its values are in
+    /// range. The control API rejects a fault that fails this check.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(key) = &self.key {
+            validate_key(key)?;
+        }
         if let Some(path) = &self.path {
-            if !path.starts_with('/') || path.starts_with("/api/") || path.contains('?') {
-                return Err(format!(
-                    "invalid fault path {path:?}: expected a path without the /api/v2 prefix or \
-                     a query, such as \"/account\""
-                ));
-            }
+            validate_path(path)?;
+        }
+        if self.times == Some(0) {
+            return Err(format!(
+                "invalid times 0: such a fault never applies. Expected {}",
+                times_range()
+            ));
         }
         match &self.kind {
+            FaultKind::Delay { ms } if *ms > MAX_DELAY_MS => Err(format!(
+                "invalid delay ms {ms}: expected at most {MAX_DELAY_MS} (10 minutes). Use the \
+                 no_answer kind for a request that never gets a response"
+            )),
             FaultKind::ServerError { status } if !(500..=599).contains(status) => Err(format!(
                 "invalid server_error status {status}: expected a status from 500 to 599"
             )),
@@ -181,6 +224,60 @@ impl Fault {
         };
         key_matches && path_matches
     }
+}
+
+/// Checks that some request can carry the key. The simulator trims the `X-Api-Key` header and
+/// treats an empty one as missing, so an empty key or one with whitespace at either end never
+/// matches, and a header cannot carry control characters.
+fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err(
+            "invalid fault key: the key is empty. Leave out `key` to match requests with any key \
+             or none"
+                .to_string(),
+        );
+    }
+    if key.trim() != key || key.chars().any(char::is_control) {
+        return Err(format!(
+            "invalid fault key ending in {:?}: the key has whitespace at either end or control \
+             characters, which no X-Api-Key header carries. Send the key exactly as the client \
+             sends it",
+            key_fingerprint(key.trim_end())
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that the path is one of the endpoints. Faults match the request path exactly, without
+/// the `/api/v2` prefix and the query, so a fault on any other path could only replace the 404
+/// of a path the simulator does not serve, which is almost always a typo.
+fn validate_path(path: &str) -> Result<(), String> {
+    if is_endpoint_path(path) {
+        return Ok(());
+    }
+
+    let valid_paths: Vec<&str> = endpoint_paths().collect();
+    let suggestion = match suggest_endpoint_path(path) {
+        Some(endpoint) => format!(" Did you mean \"{endpoint}\"?"),
+        None => String::new(),
+    };
+    Err(format!(
+        "invalid fault path {path:?}: no endpoint has this path.{suggestion} A fault path is \
+         matched exactly against the request path without the {API_PREFIX} prefix and the \
+         query. Valid paths: {}",
+        valid_paths.join(", ")
+    ))
+}
+
+/// Finds the endpoint that a path written with the `/api/v2` prefix, a query, a trailing slash,
+/// no leading slash or in another case would name.
+fn suggest_endpoint_path(path: &str) -> Option<&'static str> {
+    let without_query = path.split(['?', '#']).next().unwrap_or_default();
+    let lower = without_query.trim().to_ascii_lowercase();
+    let without_prefix = lower.strip_prefix(API_PREFIX).unwrap_or(&lower);
+    let trimmed = without_prefix.trim_matches('/');
+    let candidate = format!("/{trimmed}");
+    endpoint_paths().find(|endpoint| *endpoint == candidate)
 }
 
 fn is_product_name(product: &str) -> bool {
@@ -295,7 +392,9 @@ mod tests {
     fn json_form_rejects_misspelled_fields() {
         let typo = serde_json::from_str::<Fault>(r#"{"kind": "unauthorized", "tims": 1}"#);
         let message = typo.unwrap_err().to_string();
-        assert!(message.contains("tims"), "{message}");
+        assert!(message.contains("`tims`"), "{message}");
+        assert!(message.contains("kind `unauthorized`"), "{message}");
+        assert!(message.contains("key, path, times, kind"), "{message}");
 
         let missing = serde_json::from_str::<Fault>(r#"{"kind": "server_error"}"#);
         let message = missing.unwrap_err().to_string();
@@ -317,6 +416,116 @@ mod tests {
         assert!(fault(None, Some("/api/v2/account")).validate().is_err());
         assert!(fault(None, Some("account")).validate().is_err());
         assert!(fault(None, Some("/account")).validate().is_ok());
+    }
+
+    #[test]
+    fn validate_accepts_every_endpoint_path() {
+        for path in endpoint_paths() {
+            assert_eq!(fault(None, Some(path)).validate(), Ok(()), "{path}");
+        }
+        assert_eq!(fault(None, None).validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_rejects_unknown_paths() {
+        let cases = [
+            ("/acount", None),
+            ("/", None),
+            ("", None),
+            ("/billing", None),
+            ("/api/v2/account", Some("/account")),
+            ("account", Some("/account")),
+            ("/usage?period=week", Some("/usage")),
+            ("/lists/", Some("/lists")),
+            ("/Events", Some("/events")),
+            ("/api/v2/billing/balance", Some("/billing/balance")),
+        ];
+        for (path, suggestion) in cases {
+            let message = fault(None, Some(path)).validate().unwrap_err();
+            assert!(message.contains(&format!("{path:?}")), "{message}");
+            assert!(
+                message.contains("/account, /usage, /billing/balance, /lists, /events"),
+                "{message}"
+            );
+            match suggestion {
+                Some(endpoint) => assert!(
+                    message.contains(&format!("Did you mean \"{endpoint}\"?")),
+                    "{message}"
+                ),
+                None => assert!(!message.contains("Did you mean"), "{message}"),
+            }
+        }
+    }
+
+    #[test]
+    fn validate_rejects_zero_times() {
+        let mut never = fault(None, None);
+        never.times = Some(0);
+        let message = never.validate().unwrap_err();
+        assert!(message.contains("times 0"), "{message}");
+        assert!(message.contains(&u32::MAX.to_string()), "{message}");
+
+        never.times = Some(1);
+        assert_eq!(never.validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_bounds_delay() {
+        let mut delay = fault(None, None);
+        delay.kind = FaultKind::Delay { ms: MAX_DELAY_MS };
+        assert_eq!(delay.validate(), Ok(()));
+        delay.kind = FaultKind::Delay { ms: 0 };
+        assert_eq!(delay.validate(), Ok(()));
+
+        delay.kind = FaultKind::Delay {
+            ms: MAX_DELAY_MS + 1,
+        };
+        let message = delay.validate().unwrap_err();
+        assert!(message.contains("600001"), "{message}");
+        assert!(message.contains("600000"), "{message}");
+    }
+
+    #[test]
+    fn validate_rejects_keys_no_request_carries() {
+        let empty = fault(Some(""), None).validate().unwrap_err();
+        assert!(empty.contains("empty"), "{empty}");
+
+        for key in [" trk_key0001", "trk_key0001 ", "trk_key\n0001"] {
+            let message = fault(Some(key), None).validate().unwrap_err();
+            assert!(message.contains("whitespace"), "{key:?}: {message}");
+            assert!(!message.contains("trk_key"), "the key is echoed: {message}");
+        }
+        assert_eq!(fault(Some("trk_unknown0001"), None).validate(), Ok(()));
+    }
+
+    #[test]
+    fn json_form_explains_invalid_times() {
+        let cases = [
+            ("-1", "found -1"),
+            ("\"two\"", "found a string"),
+            ("1.5", "found 1.5"),
+            ("4294967296", "found 4294967296"),
+            ("[1]", "found an array"),
+        ];
+        for (times, found) in cases {
+            let text = format!(r#"{{"kind": "unauthorized", "times": {times}}}"#);
+            let message = serde_json::from_str::<Fault>(&text)
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains("invalid `times`"), "{message}");
+            assert!(message.contains("whole number from 1"), "{message}");
+            assert!(message.contains(found), "{message}");
+        }
+
+        let key = serde_json::from_str::<Fault>(
+            r#"{"kind": "unauthorized", "key": ["trk_TESTacmeOWNERkey0000000000000001"]}"#,
+        );
+        let message = key.unwrap_err().to_string();
+        assert!(message.contains("invalid `key`"), "{message}");
+        assert!(
+            !message.contains("trk_TEST"),
+            "the key is echoed: {message}"
+        );
     }
 
     #[test]

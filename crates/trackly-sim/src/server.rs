@@ -1,11 +1,12 @@
 //! The HTTP server and the handle that tests use to script it.
 
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
 use axum::routing::any;
 use axum::Router;
 use hyper::body::Incoming;
@@ -41,7 +42,7 @@ impl Simulator {
 
         let listener = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("failed to bind the simulator to {addr}"))?;
+            .map_err(|error| bind_error(addr, &error))?;
         let addr = listener
             .local_addr()
             .context("failed to read the simulator's listen address")?;
@@ -60,6 +61,31 @@ impl Simulator {
                 server: Mutex::new(Some(server)),
             }),
         })
+    }
+}
+
+/// Builds the error for a failed bind, with what to do for the common causes.
+fn bind_error(addr: SocketAddr, error: &io::Error) -> anyhow::Error {
+    let any_port = SocketAddr::new(addr.ip(), 0);
+    let advice = match error.kind() {
+        io::ErrorKind::AddrInUse => format!(
+            "Another process is listening on {addr}. Stop it, choose another port, or use \
+             {any_port} to get any free port"
+        ),
+        io::ErrorKind::AddrNotAvailable => format!(
+            "{} is not an address of this machine. Use 127.0.0.1 (such as 127.0.0.1:0)",
+            addr.ip()
+        ),
+        io::ErrorKind::PermissionDenied => format!(
+            "Ports below 1024 usually need extra privileges. Choose a port from 1024 up, or use \
+             {any_port} to get any free port"
+        ),
+        _ => String::new(),
+    };
+    if advice.is_empty() {
+        anyhow!("failed to bind the simulator to {addr}: {error}")
+    } else {
+        anyhow!("failed to bind the simulator to {addr}: {error}. {advice}")
     }
 }
 
@@ -104,8 +130,11 @@ impl SimHandle {
 
     /// Adds a fault after the existing ones; the first matching fault applies.
     ///
-    /// A `ServerError` status outside 500..=599 is sent as 500. The control API rejects such
-    /// a fault instead, because it can report the error.
+    /// A fault that fails [`Fault::validate`] is added anyway with a logged warning, and the
+    /// control API rejects it instead, because it can report the error. Such a fault applies as
+    /// written: a `ServerError` status outside 500..=599 is sent as 500, a fault whose `times` is
+    /// 0 never applies, and a fault whose path is not an endpoint applies only to requests for
+    /// that path, which otherwise get 404.
     pub fn add_fault(&self, fault: Fault) {
         if let Err(message) = fault.validate() {
             warn!(%message, "fault added with an invalid value");

@@ -73,6 +73,150 @@ async fn fault_body_errors_are_explained() {
 }
 
 #[tokio::test]
+async fn fault_that_never_applies_is_rejected() {
+    let sim = start().await;
+    let cases = [
+        (
+            json!({"path": "/acount", "kind": "unauthorized"}),
+            [
+                "\"/acount\"",
+                "/account, /usage, /billing/balance, /lists, /events",
+            ],
+        ),
+        (
+            json!({"path": "/account/", "kind": "unauthorized"}),
+            ["\"/account/\"", "Did you mean \"/account\"?"],
+        ),
+        (
+            json!({"path": "/usage?period=week", "kind": "wrong_shape"}),
+            ["\"/usage?period=week\"", "Did you mean \"/usage\"?"],
+        ),
+        (
+            json!({"times": 0, "kind": "unauthorized"}),
+            ["times 0", "from 1 to 4294967295"],
+        ),
+        (json!({"key": "", "kind": "unauthorized"}), ["key", "empty"]),
+        (
+            json!({"kind": "delay", "ms": 600_001}),
+            ["600001", "at most 600000"],
+        ),
+    ];
+    for (body, mentioned) in cases {
+        let reply = control(&sim, Method::POST, "/_control/faults", Some(body.clone())).await;
+        assert_error(&reply, 400, "invalid_fault", &sim);
+        let error = reply.json()["error"].as_str().unwrap().to_string();
+        for text in mentioned {
+            assert!(error.contains(text), "{body}: {error}");
+        }
+    }
+
+    let listed = control(&sim, Method::GET, "/_control/faults", None)
+        .await
+        .json();
+    assert_eq!(listed, json!({"faults": []}));
+}
+
+#[tokio::test]
+async fn fault_accepted_on_every_endpoint_path() {
+    let sim = start().await;
+    let paths = [
+        "/account",
+        "/usage",
+        "/billing/balance",
+        "/lists",
+        "/events",
+    ];
+    for path in paths {
+        let body = json!({"path": path, "times": 1, "kind": "server_error", "status": 503});
+        let reply = control(&sim, Method::POST, "/_control/faults", Some(body)).await;
+        assert_eq!(reply.status, 201, "{path}: {}", reply.text);
+    }
+    let longest_delay = json!({"times": 1, "kind": "delay", "ms": 600_000});
+    let reply = control(&sim, Method::POST, "/_control/faults", Some(longest_delay)).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+
+    // Each path fault applies to its own endpoint, whatever the query.
+    for path in paths {
+        let reply = get(&sim, &format!("{path}?x=1"), Some(ACME_OWNER_KEY)).await;
+        assert_eq!(reply.status, 503, "{path}: {}", reply.text);
+    }
+}
+
+#[tokio::test]
+async fn wrong_method_names_allowed_methods() {
+    let sim = start().await;
+    let routes = [
+        ("/_control/faults", Method::PUT, "GET, POST, DELETE"),
+        ("/_control/requests", Method::POST, "GET, DELETE"),
+        ("/_control/accounts/acc_8f2k1q/events", Method::GET, "POST"),
+        (
+            "/_control/accounts/acc_8f2k1q/status",
+            Method::DELETE,
+            "POST",
+        ),
+        ("/_control/keys/revoke", Method::PATCH, "POST"),
+        ("/_control/reset", Method::GET, "POST"),
+    ];
+    for (path, method, allowed) in routes {
+        let reply = control(&sim, method.clone(), path, None).await;
+        assert_error(&reply, 405, "method_not_allowed", &sim);
+        let error = reply.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains(method.as_str()), "{method} {path}: {error}");
+        assert!(error.contains(path), "{method} {path}: {error}");
+        assert!(
+            error.ends_with(&format!("Allowed methods: {allowed}")),
+            "{method} {path}: {error}"
+        );
+
+        // The body names the same methods as the Allow header, which also lists HEAD for GET.
+        let allow_header = reply.headers["allow"].to_str().unwrap();
+        let mut from_header: Vec<&str> = allow_header
+            .split(',')
+            .map(str::trim)
+            .filter(|name| *name != "HEAD")
+            .collect();
+        let mut from_body: Vec<&str> = allowed.split(", ").collect();
+        from_header.sort_unstable();
+        from_body.sort_unstable();
+        assert_eq!(from_header, from_body, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn body_errors_give_readable_locations() {
+    let sim = start().await;
+    let events_path = format!("/_control/accounts/{ACME_ID}/events");
+    let cases = [
+        // A syntax error where a key should be: no location, but serde_json's line and column.
+        ("/_control/faults", r#"{"kind": "delay", "ms": 5,}"#, None),
+        ("/_control/faults", "{", None),
+        (
+            events_path.as_str(),
+            r#"{"events": [{"type": "opt_out",}]}"#,
+            Some("at `events[0]`"),
+        ),
+        ("/_control/keys/revoke", r#"{"key": 5}"#, Some("at `key`")),
+    ];
+    for (path, body, location) in cases {
+        let reply = post_raw(&sim, path, body).await;
+        assert_error(&reply, 400, "invalid_body", &sim);
+        let error = reply.json()["error"].as_str().unwrap().to_string();
+        assert!(!error.contains('?'), "{body}: {error}");
+        assert!(error.contains("line 1 column"), "{body}: {error}");
+        match location {
+            Some(location) => assert!(error.contains(location), "{body}: {error}"),
+            None => assert!(!error.contains(" at `"), "{body}: {error}"),
+        }
+    }
+
+    let empty = post_raw(&sim, "/_control/faults", "").await;
+    assert_error(&empty, 400, "invalid_body", &sim);
+    let error = empty.json()["error"].as_str().unwrap().to_string();
+    assert!(error.starts_with("Missing request body"), "{error}");
+    assert!(error.contains(r#""kind": "unauthorized""#), "{error}");
+}
+
+#[tokio::test]
 async fn fault_body_without_content_type() {
     let sim = start().await;
     let response = client()
@@ -270,4 +414,15 @@ async fn unknown_control_path_is_not_found() {
     let sim = start().await;
     let reply = control(&sim, Method::GET, "/_control/nothing", None).await;
     assert_error(&reply, 404, "not_found", &sim);
+}
+
+/// Sends `body` as is, without a `Content-Type`, as `curl -d` would.
+async fn post_raw(sim: &trackly_sim::SimHandle, path: &str, body: &str) -> Reply {
+    let response = client()
+        .post(format!("http://{}{path}", sim.addr()))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    read_reply(response).await
 }

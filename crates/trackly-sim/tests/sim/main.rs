@@ -1,6 +1,7 @@
 //! Integration tests of the simulator over HTTP, against `Simulator::start` on 127.0.0.1:0.
 
 mod auth;
+mod binary;
 mod common;
 mod control;
 mod endpoints;

@@ -210,6 +210,26 @@ async fn shutdown_frees_the_port() {
     again.shutdown().await;
 }
 
+#[tokio::test]
+async fn start_on_used_port_explains() {
+    let sim = start().await;
+    let addr = sim.addr();
+
+    let error = Simulator::start(Seed::demo(), addr)
+        .await
+        .expect_err("the port is taken");
+    let message = format!("{error:#}");
+    assert!(message.contains(&addr.to_string()), "{message}");
+    assert!(message.contains("another port"), "{message}");
+    assert!(message.contains("127.0.0.1:0"), "{message}");
+
+    // The first simulator still serves.
+    assert_eq!(
+        get(&sim, "/account", Some(ACME_OWNER_KEY)).await.status,
+        200
+    );
+}
+
 #[test]
 fn handle_is_shareable_across_tasks() {
     fn assert_send_sync<T: Send + Sync + 'static>() {}
