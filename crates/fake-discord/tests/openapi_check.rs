@@ -17,8 +17,8 @@ async fn checked_fake() -> FakeDiscord {
         .unwrap();
     assert!(
         fake.openapi_checked(),
-        "the OpenAPI description was not found; set DISCORD_OPENAPI_SPEC to \
-         discord-openapi.json or place it in shared/reference beside the repository"
+        "the OpenAPI description was not found; restore the bundled copy \
+         crates/fake-discord/openapi/discord-openapi.json or set DISCORD_OPENAPI_SPEC to a copy"
     );
     fake
 }
