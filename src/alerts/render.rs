@@ -355,7 +355,7 @@ fn example_line(event: &Event, account: &AccountLabel) -> String {
 }
 
 fn window_text(seconds: u64) -> String {
-    if seconds % 60 == 0 && seconds >= 60 {
+    if seconds.is_multiple_of(60) && seconds >= 60 {
         format!("{} min", seconds / 60)
     } else {
         format!("{seconds} s")

@@ -231,7 +231,7 @@ fn link_status_notice(status: LinkStatus, suspended_retry: std::time::Duration) 
 
 fn retry_text(interval: std::time::Duration) -> String {
     let seconds = interval.as_secs().max(1);
-    if seconds >= 60 && seconds % 60 == 0 {
+    if seconds >= 60 && seconds.is_multiple_of(60) {
         format!("{} min", seconds / 60)
     } else {
         format!("{seconds} s")
