@@ -289,49 +289,14 @@ pub fn check_config(config_file: &ConfigFile) -> anyhow::Result<()> {
     if let Err(ConfigErrors(found)) = Secrets::from_env() {
         problems.extend(found);
     }
-    if !problems.is_empty() {
-        return Err(ConfigErrors(problems).into());
-    }
-    let config = config.expect("config is present when there are no problems");
-    println!("configuration OK ({})", config_file.path.display());
-    println!("  database:        {}", config.database.path.display());
-    println!("  trackly:         {}", config.trackly.base_url);
-    let rest = if config.discord.rest_base_url.is_empty() {
-        "https://discord.com"
-    } else {
-        config.discord.rest_base_url.as_str()
-    };
-    println!("  discord REST:    {rest}");
-    println!("  command scope:   {:?}", config.discord.command_scope);
-    println!("  guild:           {:?}", config.guild.id);
-    println!(
-        "  health server:   {}",
-        if config.http.listen.is_empty() {
-            "disabled"
-        } else {
-            config.http.listen.as_str()
+    match config {
+        Some(config) if problems.is_empty() => {
+            crate::cli::print_stdout(&crate::cli::config_summary(&config, config_file))
+                .context("cannot write the summary to stdout")?;
+            Ok(())
         }
-    );
-    let alerts = if !config.alerts.enabled {
-        "disabled".to_owned()
-    } else {
-        let internal = [
-            config.alerts.all_alerts_channel_id,
-            config.alerts.billing_alerts_channel_id,
-        ]
-        .iter()
-        .filter(|id| id.is_some())
-        .count();
-        format!("enabled, {internal} of 2 internal channels set")
-    };
-    println!("  alerts:          {alerts}");
-    let support = if config.support.channels().is_some() {
-        "configured"
-    } else {
-        "not configured (/support needs support.channel_id, staff_channel_id, staff_log_channel_id and staff_role_id)"
-    };
-    println!("  support tickets: {support}");
-    Ok(())
+        _ => Err(ConfigErrors(problems).into()),
+    }
 }
 
 fn load_all(config_file: &ConfigFile) -> anyhow::Result<(Config, Secrets)> {

@@ -7,10 +7,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
+use figment::error::{Actual, Kind};
+use figment::providers::{Format, Serialized, Toml};
+use figment::{Figment, Source};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+mod environment;
+
+use environment::{read_env_variable, EnvOverride, EnvVariable};
 
 /// Environment variable that contains the Discord bot token.
 pub const TOKEN_VAR: &str = "DISCORD_TOKEN";
@@ -113,6 +118,16 @@ pub struct DiscordConfig {
     pub command_scope: CommandScope,
     /// Limit for one REST request to Discord, in milliseconds.
     pub request_timeout_ms: u64,
+}
+
+impl CommandScope {
+    /// Returns the value as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandScope::Global => "global",
+            CommandScope::Guild => "guild",
+        }
+    }
 }
 
 impl Default for DiscordConfig {
@@ -397,7 +412,9 @@ pub struct ConfigErrors(pub Vec<ConfigProblem>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "the configuration has {} problem(s):", self.0.len())?;
+        let count = self.0.len();
+        let noun = if count == 1 { "problem" } else { "problems" };
+        writeln!(f, "the configuration has {count} {noun}:")?;
         for problem in &self.0 {
             writeln!(f, "  - {problem}")?;
         }
@@ -418,6 +435,22 @@ impl Config {
     /// Like [`Config::load`], but with `must_exist` a missing file is an error, for a path the
     /// operator named explicitly.
     pub fn load_file(path: &Path, must_exist: bool) -> Result<Config, ConfigErrors> {
+        let variables = std::env::vars_os().map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        });
+        Self::load_with_env(path, must_exist, variables)
+    }
+
+    /// Like [`Config::load_file`], with `variables` (name and value pairs) in place of the
+    /// process environment.
+    pub fn load_with_env(
+        path: &Path,
+        must_exist: bool,
+        variables: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
         let mut problems = Vec::new();
         if path.exists() {
             // The file is not parsed at all then, because parse errors quote the offending line.
@@ -429,26 +462,33 @@ impl Config {
             ))]));
         }
 
-        // Only variables that name a known section are read, so that unrelated variables with
-        // the same prefix (such as TRACKLY_BOT_PORT, which Kubernetes adds for a Service named
-        // trackly-bot) do not stop the bot.
         let sections = config_sections();
-        let figment = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file(path))
-            .merge(
-                Env::prefixed(ENV_PREFIX)
-                    .filter(move |key| {
-                        let key = key.as_str().to_ascii_lowercase();
-                        let section = key.split("__").next().unwrap_or("");
-                        key.contains("__") && sections.iter().any(|known| known == section)
-                    })
-                    .split("__"),
-            );
+        let string_keys = string_setting_keys();
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if path.exists() {
+            // `Toml::file` would also search the parent directories for a relative path, and
+            // so read a file that the secret check above never saw.
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        for (name, value) in variables {
+            match read_env_variable(&name, &sections) {
+                EnvVariable::Override(key) => {
+                    figment = figment.merge(EnvOverride {
+                        variable: name.trim().to_owned(),
+                        keep_string: string_keys.contains(&key),
+                        key,
+                        value,
+                    });
+                }
+                EnvVariable::Misnamed(problem) => problems.push(ConfigProblem(problem)),
+                EnvVariable::Ignored => {}
+            }
+        }
         let config = match figment.extract::<Config>() {
             Ok(config) => Some(config),
             Err(error) => {
                 for error in error {
-                    problems.push(ConfigProblem(format!("{error}")));
+                    problems.push(ConfigProblem(describe_figment_error(&error)));
                 }
                 None
             }
@@ -468,29 +508,25 @@ impl Config {
         let mut problems = Vec::new();
         let mut problem = |text: String| problems.push(ConfigProblem(text));
 
-        match reqwest::Url::parse(&self.trackly.base_url) {
-            Err(error) => problem(format!(
-                "trackly.base_url {:?} is not a valid URL ({error}); use e.g. https://app.tracklysms.com/api/v2",
-                self.trackly.base_url
-            )),
-            // API keys travel in a header, so plain HTTP is allowed only to this machine.
-            Ok(url) if url.scheme() != "https" && !is_loopback_host(&url) => problem(format!(
-                "trackly.base_url {:?} must use https (plain http is accepted only for 127.0.0.1 or localhost)",
-                self.trackly.base_url
-            )),
-            Ok(_) => {}
+        if let Err(text) = check_base_url(
+            "trackly.base_url",
+            &self.trackly.base_url,
+            "https://app.tracklysms.com/api/v2",
+        ) {
+            problem(text);
         }
         if !self.discord.rest_base_url.is_empty() {
-            match reqwest::Url::parse(&self.discord.rest_base_url) {
+            match check_base_url(
+                "discord.rest_base_url",
+                &self.discord.rest_base_url,
+                "http://127.0.0.1:8080",
+            ) {
+                Err(text) => problem(text),
                 Ok(url) if url.path() != "/" || url.query().is_some() => problem(format!(
                     "discord.rest_base_url {:?} must be a bare origin such as http://127.0.0.1:8080, without a path",
                     self.discord.rest_base_url
                 )),
                 Ok(_) => {}
-                Err(error) => problem(format!(
-                    "discord.rest_base_url {:?} is not a valid URL ({error})",
-                    self.discord.rest_base_url
-                )),
             }
         }
         if self.discord.command_scope == CommandScope::Guild && self.guild.id.is_none() {
@@ -562,12 +598,196 @@ fn is_loopback_host(url: &reqwest::Url) -> bool {
             .is_ok_and(|address| address.is_loopback())
 }
 
+/// Parses `value` of the URL setting `setting`, accepting https anywhere and plain http only
+/// to this machine, because requests carry API keys or the bot token in a header.
+fn check_base_url(setting: &str, value: &str, example: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(value).map_err(|error| {
+        format!("{setting} {value:?} is not a valid URL ({error}); use e.g. {example}")
+    })?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback_host(&url) => Ok(url),
+        "http" => Err(format!(
+            "{setting} {value:?} must use https; plain http is accepted only for 127.0.0.1, ::1 or localhost"
+        )),
+        scheme => Err(format!(
+            "{setting} {value:?} uses the scheme {scheme}, but only https (or http for 127.0.0.1, ::1 or localhost) is supported"
+        )),
+    }
+}
+
 /// Returns the names of the top-level sections, such as `database` and `trackly`.
 fn config_sections() -> Vec<String> {
     match serde_json::to_value(Config::default()) {
         Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
         _ => Vec::new(),
     }
+}
+
+/// Returns the dotted keys of the settings that are strings, such as `database.path`.
+fn string_setting_keys() -> Vec<String> {
+    let Ok(serde_json::Value::Object(sections)) = serde_json::to_value(Config::default()) else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    for (section, settings) in &sections {
+        let serde_json::Value::Object(settings) = settings else {
+            continue;
+        };
+        for (name, value) in settings {
+            if value.is_string() {
+                keys.push(format!("{section}.{name}"));
+            }
+        }
+    }
+    keys
+}
+
+/// Source of the value that a figment error is about.
+enum ValueOrigin<'a> {
+    File(&'a Path),
+    Environment(&'a str),
+    Unknown,
+}
+
+/// Rewrites a figment error as one line that names the setting (without figment's `default.`
+/// profile prefix) and the file or environment variable that set it, and states what is wrong
+/// and what to do. A value from the environment is never quoted, because it could be a secret.
+fn describe_figment_error(error: &figment::Error) -> String {
+    let origin = match error
+        .metadata
+        .as_ref()
+        .and_then(|metadata| metadata.source.as_ref())
+    {
+        Some(Source::File(path)) => ValueOrigin::File(path),
+        Some(Source::Custom(variable)) => ValueOrigin::Environment(variable),
+        _ => ValueOrigin::Unknown,
+    };
+    let key = error.path.join(".");
+    let subject = match &origin {
+        ValueOrigin::File(path) if key.is_empty() => path.display().to_string(),
+        ValueOrigin::File(path) => format!("`{key}` in {}", path.display()),
+        ValueOrigin::Environment(variable) => format!("environment variable {variable} (`{key}`)"),
+        ValueOrigin::Unknown if key.is_empty() => "the configuration".to_owned(),
+        ValueOrigin::Unknown => format!("`{key}`"),
+    };
+    let fix = match origin {
+        ValueOrigin::Environment(_) => "fix or unset the variable",
+        _ => "fix the value",
+    };
+    let show_value = !matches!(origin, ValueOrigin::Environment(_));
+
+    match &error.kind {
+        Kind::UnknownField(_, expected) => {
+            let (what, remedy) = match (&origin, error.path.len()) {
+                (_, 0 | 1) => ("section", "fix the name or remove it"),
+                (ValueOrigin::Environment(_), _) => {
+                    ("setting", "fix the name or unset the variable")
+                }
+                _ => ("setting", "fix the name or remove it"),
+            };
+            format!(
+                "{subject} is not a known {what}; {remedy} (known: {})",
+                expected.join(", ")
+            )
+        }
+        Kind::UnknownVariant(found, expected) if show_value => format!(
+            "{subject} is {found:?}, which is not one of {}; {fix}",
+            quoted_list(expected)
+        ),
+        Kind::UnknownVariant(_, expected) => {
+            format!("{subject} must be one of {}; {fix}", quoted_list(expected))
+        }
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            match plain_actual(actual, show_value) {
+                Some(found) => format!(
+                    "{subject} must be {}, but it is {found}; {fix}",
+                    plain_expected(expected)
+                ),
+                None => format!("{subject} must be {}; {fix}", plain_expected(expected)),
+            }
+        }
+        Kind::Message(message) => match origin {
+            ValueOrigin::File(path) => describe_file_message(path, message),
+            _ => format!("{subject}: {}", first_line(message)),
+        },
+        other => format!("{subject}: {other}; {fix}"),
+    }
+}
+
+fn quoted_list(values: &[&str]) -> String {
+    values
+        .iter()
+        .map(|value| format!("\"{value}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default().trim()
+}
+
+/// Condenses a multi-line TOML parse error to one line with its position and reason. The
+/// quoted source line is left out, because it may contain a value that should not be echoed.
+fn describe_file_message(path: &Path, message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    match lines.first() {
+        Some(first) if first.starts_with("TOML parse error") => {
+            let position = first.trim_start_matches("TOML parse error").trim();
+            let reason = lines.last().copied().unwrap_or_default();
+            format!(
+                "{} is not valid TOML {position}: {reason}; fix the syntax",
+                path.display()
+            )
+        }
+        _ => format!("cannot read {}: {}", path.display(), lines.join(" ")),
+    }
+}
+
+/// Turns serde's name for the expected type into words.
+fn plain_expected(expected: &str) -> String {
+    let unsigned_max = match expected {
+        "u8" => Some(u128::from(u8::MAX)),
+        "u16" => Some(u128::from(u16::MAX)),
+        "u32" => Some(u128::from(u32::MAX)),
+        "u64" => Some(u128::from(u64::MAX)),
+        "usize" => Some(usize::MAX as u128),
+        _ => None,
+    };
+    if let Some(max) = unsigned_max {
+        return format!("a whole number from 0 to {max}");
+    }
+    match expected {
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_owned(),
+        "f32" | "f64" => "a number".to_owned(),
+        "path string" => "a path".to_owned(),
+        other if other.starts_with("struct ") => "a table".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// Describes the value found: the number itself for a number, the kind of value with the value
+/// for other scalars. Without `show_value`, only the kind of a non-number is described.
+fn plain_actual(actual: &Actual, show_value: bool) -> Option<String> {
+    let described = match actual {
+        Actual::Unsigned(value) if show_value => value.to_string(),
+        Actual::Signed(value) if show_value => value.to_string(),
+        Actual::Float(value) if show_value => value.to_string(),
+        Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => return None,
+        Actual::Bool(value) if show_value => format!("the boolean {value}"),
+        Actual::Char(value) if show_value => format!("the string {:?}", value.to_string()),
+        Actual::Str(value) if show_value => format!("the string {value:?}"),
+        Actual::Bool(_) => "a boolean".to_owned(),
+        Actual::Char(_) | Actual::Str(_) => "a string".to_owned(),
+        Actual::Map => "a table".to_owned(),
+        Actual::Seq => "an array".to_owned(),
+        other => other.to_string(),
+    };
+    Some(described)
 }
 
 /// Rejects a config file that carries a secret, because secrets are read only from the
@@ -883,5 +1103,232 @@ mod tests {
         std::fs::write(&path, "[guild]\nidd = 42\n").unwrap();
         let errors = Config::load(&path).unwrap_err();
         assert!(errors.to_string().contains("idd"), "{errors}");
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    /// Loads `text` as the configuration file with the environment `vars` and returns the
+    /// problems, or panics when there are none.
+    fn problems_for(text: &str, vars: &[(&str, &str)]) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("typo.toml");
+        std::fs::write(&path, text).unwrap();
+        match Config::load_with_env(&path, true, env(vars)) {
+            Ok(_) => panic!("{text:?} with {vars:?} was accepted"),
+            Err(errors) => errors.0.into_iter().map(|problem| problem.0).collect(),
+        }
+    }
+
+    #[test]
+    fn file_errors_name_key_without_profile() {
+        let problems = problems_for("[guild]\nidd = 42\n", &[]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let problem = &problems[0];
+        assert!(problem.starts_with("`guild.idd` in "), "{problem}");
+        assert!(
+            problem.contains("typo.toml is not a known setting"),
+            "{problem}"
+        );
+        assert!(
+            problem.contains("id, customer_category_id, linked_role_id"),
+            "{problem}"
+        );
+        assert!(!problem.contains("default."), "{problem}");
+        assert!(!problem.contains("``"), "{problem}");
+        assert!(!problem.contains('\n'), "{problem}");
+    }
+
+    #[test]
+    fn file_errors_say_expected_type() {
+        // Deserialization stops at the first error, so each case has one.
+        for (text, expected) in [
+            ("[alerts]\nenabled = \"yes\"\n", "`alerts.enabled` in"),
+            (
+                "[alerts]\nenabled = \"yes\"\n",
+                "must be a boolean, but it is the string \"yes\"",
+            ),
+            (
+                "[guild]\nid = -5\n",
+                "must be a whole number from 0 to 18446744073709551615, but it is -5",
+            ),
+            (
+                "[discord]\ncommand_scope = \"both\"\n",
+                "is \"both\", which is not one of \"global\", \"guild\"",
+            ),
+            ("[gild]\nid = 1\n", "`gild` in"),
+            ("[gild]\nid = 1\n", "is not a known section"),
+        ] {
+            let problems = problems_for(text, &[]);
+            assert_eq!(problems.len(), 1, "{text:?}: {problems:?}");
+            assert!(problems[0].contains(expected), "{text:?}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn file_syntax_error_is_one_line() {
+        let problems = problems_for("[guild\nid = \"MTIzNDU2Nzg5\"\n", &[]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let problem = &problems[0];
+        assert!(problem.contains("is not valid TOML at line 1"), "{problem}");
+        assert!(!problem.contains('\n'), "{problem}");
+        assert!(!problem.contains("MTIzNDU2Nzg5"), "{problem}");
+    }
+
+    #[test]
+    fn env_errors_name_variable_not_value() {
+        for (name, value, expected) in [
+            (
+                "TRACKLY_BOT_GUILD__ID",
+                "secret-looking-value",
+                "environment variable TRACKLY_BOT_GUILD__ID (`guild.id`) must be a whole number from 0 to 18446744073709551615, but it is a string; fix or unset the variable",
+            ),
+            (
+                "TRACKLY_BOT_DATABASE__MAX_CONNECTIONS",
+                "99999999999",
+                "environment variable TRACKLY_BOT_DATABASE__MAX_CONNECTIONS (`database.max_connections`) must be a whole number from 0 to 4294967295; fix or unset the variable",
+            ),
+            (
+                "TRACKLY_BOT_GUILD__IDD",
+                "5",
+                "environment variable TRACKLY_BOT_GUILD__IDD (`guild.idd`) is not a known setting; fix the name or unset the variable (known: id, customer_category_id, linked_role_id)",
+            ),
+        ] {
+            let problems = problems_for("", &[(name, value)]);
+            assert_eq!(problems, vec![expected.to_owned()], "{name}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_file_and_keeps_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[guild]\nid = 1\n").unwrap();
+        let config = Config::load_with_env(
+            &path,
+            true,
+            env(&[
+                ("TRACKLY_BOT_GUILD__ID", "42"),
+                ("TRACKLY_BOT_SUPPORT__NUMBER_PREFIX", "2024"),
+                ("TRACKLY_BOT_DATABASE__PATH", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.guild.id, Some(42));
+        assert_eq!(config.support.number_prefix, "2024");
+        assert_eq!(config.database.path, PathBuf::from("5"));
+    }
+
+    #[test]
+    fn env_misnamed_variables_are_problems() {
+        let problems = problems_for(
+            "",
+            &[
+                ("TRACKLY_BOT_GILD__ID", "hidden-value-1"),
+                ("TRACKLY_BOT_GUILD_ID", "hidden-value-2"),
+                ("TRACKLY_BOT_PORT", "tcp://10.0.0.1:80"),
+                ("TRACKLY_BOT_SERVICE_HOST", "10.0.0.1"),
+                ("TRACKLY_BOT_ENCRYPTION_KEY_ID", "k2"),
+            ],
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        let joined = problems.join("\n");
+        assert!(
+            joined.contains("TRACKLY_BOT_GILD__ID names the unknown section `gild`"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("rename it to TRACKLY_BOT_GUILD__ID"),
+            "{joined}"
+        );
+        assert!(!joined.contains("hidden-value"), "{joined}");
+    }
+
+    #[test]
+    fn validate_url_schemes() {
+        for (url, accepted) in [
+            ("https://discord-proxy.internal", true),
+            ("http://127.0.0.1:8080", true),
+            ("http://[::1]:8080", true),
+            ("http://localhost:8080", true),
+            ("http://discord-proxy.internal", false),
+            ("ftp://127.0.0.1", false),
+            ("ws://127.0.0.1:8080", false),
+        ] {
+            let mut config = Config::default();
+            config.discord.rest_base_url = url.to_owned();
+            let problems = config.validate();
+            assert_eq!(problems.is_empty(), accepted, "rest {url}: {problems:?}");
+
+            let mut config = Config::default();
+            config.trackly.base_url = format!("{url}/api/v2");
+            let problems = config.validate();
+            assert_eq!(problems.is_empty(), accepted, "trackly {url}: {problems:?}");
+        }
+        let mut config = Config::default();
+        config.trackly.base_url = "ftp://127.0.0.1/api".to_owned();
+        let problems = config.validate();
+        assert!(problems[0].0.contains("scheme ftp"), "{problems:?}");
+    }
+
+    #[test]
+    fn errors_count_problems_in_words() {
+        let one = ConfigErrors(vec![ConfigProblem("a".to_owned())]);
+        assert!(
+            one.to_string()
+                .starts_with("the configuration has 1 problem:\n"),
+            "{one}"
+        );
+        let two = ConfigErrors(vec![
+            ConfigProblem("a".to_owned()),
+            ConfigProblem("b".to_owned()),
+        ]);
+        assert!(
+            two.to_string()
+                .starts_with("the configuration has 2 problems:\n"),
+            "{two}"
+        );
+    }
+
+    #[test]
+    fn example_file_sets_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
+        let config = Config::load_with_env(&path, true, Vec::new()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&config).unwrap(),
+            serde_json::to_value(Config::default()).unwrap()
+        );
+
+        // Every setting appears, set or commented out, under its section.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut listed = Vec::new();
+        let mut section = String::new();
+        for line in text.lines() {
+            let line = line.trim_start_matches('#').trim();
+            if let Some(name) = line
+                .strip_prefix('[')
+                .and_then(|rest| rest.strip_suffix(']'))
+            {
+                section = name.to_owned();
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                listed.push(format!("{section}.{key}"));
+            }
+        }
+        let serde_json::Value::Object(sections) = serde_json::to_value(Config::default()).unwrap()
+        else {
+            panic!("the configuration does not serialize to a table");
+        };
+        for (section, settings) in sections {
+            let serde_json::Value::Object(settings) = settings else {
+                panic!("{section} does not serialize to a table");
+            };
+            for key in settings.keys() {
+                let name = format!("{section}.{key}");
+                assert!(listed.contains(&name), "config.toml.example lacks {name}");
+            }
+        }
     }
 }

@@ -25,7 +25,7 @@ fn check_config_lists_every_missing_secret() {
     let output = run(dir.path(), &["check-config"], &[]);
     assert!(!output.status.success());
     let text = stderr(&output);
-    assert!(text.contains("2 problem(s)"), "{text}");
+    assert!(text.contains("2 problems:"), "{text}");
     assert!(text.contains("DISCORD_TOKEN is not set"), "{text}");
     assert!(
         text.contains("TRACKLY_BOT_ENCRYPTION_KEY is not set"),
@@ -75,7 +75,7 @@ fn check_config_accepts_defaults_and_ignores_unrelated_variables() {
     assert!(text.contains("support tickets: not configured"), "{text}");
     assert!(text.contains("configuration OK"), "{text}");
     assert!(
-        text.contains("Some(42)"),
+        text.contains("guild:           42\n"),
         "the environment override was not applied: {text}"
     );
 }
@@ -139,4 +139,150 @@ fn migrate_creates_database_without_secrets() {
     // A second run finds nothing left to apply.
     let again = run(dir.path(), &["migrate"], &[]);
     assert!(again.status.success(), "{}", stderr(&again));
+}
+
+#[test]
+fn check_config_reports_misnamed_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("DISCORD_TOKEN", TOKEN),
+        ("TRACKLY_BOT_ENCRYPTION_KEY", KEY),
+        ("TRACKLY_BOT_GILD__ID", "value-not-shown-1"),
+        ("TRACKLY_BOT_GUILD_ID", "value-not-shown-2"),
+    ];
+    let output = run(dir.path(), &["check-config"], &env);
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(text.contains("2 problems:"), "{text}");
+    assert!(
+        text.contains("TRACKLY_BOT_GILD__ID names the unknown section `gild`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rename it to TRACKLY_BOT_GUILD__ID"),
+        "{text}"
+    );
+    assert!(!text.contains("value-not-shown"), "{text}");
+}
+
+#[test]
+fn run_rejects_misnamed_variable_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("DISCORD_TOKEN", TOKEN),
+        ("TRACKLY_BOT_ENCRYPTION_KEY", KEY),
+        ("TRACKLY_BOT_GUILD_ID", "42"),
+    ];
+    let output = run(dir.path(), &["run"], &env);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.contains("rename it to TRACKLY_BOT_GUILD__ID"),
+        "{text}"
+    );
+    assert!(!dir.path().join("trackly-bot.db").exists());
+}
+
+#[test]
+fn check_config_names_file_and_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), "[guild]\nidd = 42\n").unwrap();
+    let env = [
+        ("DISCORD_TOKEN", TOKEN),
+        ("TRACKLY_BOT_ENCRYPTION_KEY", KEY),
+    ];
+    let output = run(dir.path(), &["check-config"], &env);
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(
+        text.contains("`guild.idd` in config.toml is not a known setting"),
+        "{text}"
+    );
+    assert!(!text.contains("default."), "{text}");
+    assert!(!text.contains("``"), "{text}");
+
+    std::fs::write(dir.path().join("config.toml"), "").unwrap();
+    let env = [
+        ("DISCORD_TOKEN", TOKEN),
+        ("TRACKLY_BOT_ENCRYPTION_KEY", KEY),
+        ("TRACKLY_BOT_ALERTS__ENABLED", "maybe"),
+    ];
+    let output = run(dir.path(), &["check-config"], &env);
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(
+        text.contains(
+            "environment variable TRACKLY_BOT_ALERTS__ENABLED (`alerts.enabled`) must be a boolean"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("maybe"), "{text}");
+}
+
+#[test]
+fn check_config_names_the_file_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("DISCORD_TOKEN", TOKEN),
+        ("TRACKLY_BOT_ENCRYPTION_KEY", KEY),
+    ];
+    let output = run(dir.path(), &["check-config"], &env);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.starts_with(
+            "configuration OK (defaults and the environment; no config file at config.toml)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("command scope:   global\n"), "{text}");
+    assert!(text.contains("guild:           not set\n"), "{text}");
+
+    std::fs::write(dir.path().join("config.toml"), "[guild]\nid = 7\n").unwrap();
+    let output = run(dir.path(), &["check-config"], &env);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.starts_with("configuration OK (read config.toml and the environment)"),
+        "{text}"
+    );
+    assert!(text.contains("guild:           7\n"), "{text}");
+}
+
+#[test]
+fn check_config_tolerates_closed_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    // The read end is closed before the binary starts, so its first write fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_trackly-bot"))
+        .current_dir(dir.path())
+        .arg("check-config")
+        .env_clear()
+        .env("DISCORD_TOKEN", TOKEN)
+        .env("TRACKLY_BOT_ENCRYPTION_KEY", KEY)
+        .stdout(writer)
+        .output()
+        .expect("the binary runs");
+    let text = stderr(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(text.is_empty(), "{text}");
+}
+
+#[test]
+fn check_config_reads_no_parent_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), "[guild]\nid = 42\n").unwrap();
+    let child = dir.path().join("child");
+    std::fs::create_dir(&child).unwrap();
+    let env = [
+        ("DISCORD_TOKEN", TOKEN),
+        ("TRACKLY_BOT_ENCRYPTION_KEY", KEY),
+    ];
+    let output = run(&child, &["check-config"], &env);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("no config file at config.toml"), "{text}");
+    assert!(text.contains("guild:           not set\n"), "{text}");
 }
