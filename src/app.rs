@@ -173,9 +173,9 @@ pub async fn run(config_file: &ConfigFile) -> anyhow::Result<()> {
 /// How long the Discord connection may take to close after shutdown was requested.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 
-/// Starts the alert poller and dispatcher once, sending with the client's `Http`. The guard in
-/// `AlertsState` keeps a second call, such as after a gateway reconnect, from starting another
-/// pair.
+/// Starts the alert poller and dispatcher, sending with the client's `Http`. `run` calls this
+/// once, before the gateway connects, so a gateway reconnect starts nothing; the guard in
+/// `AlertsState` also refuses a second call.
 fn start_alerts(
     config: &Config,
     alerts: &Arc<AlertsState>,
