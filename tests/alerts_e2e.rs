@@ -1377,12 +1377,13 @@ async fn sigkill_keeps_digest_window() {
 
 /// The crash window of a digest: Discord created it, the bot died before marking it sent. The
 /// restarted bot plans the same deliveries as the same digest, whose nonce makes Discord return
-/// the first message.
+/// the first message. The window is long enough for the reply hold to be in place before the
+/// digest goes out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_after_discord_created_digest_delivers_once() {
     let mut setup = start(
         vec!["AcmeOwner"],
-        "digest_threshold = 3\ndigest_window_secs = 3",
+        "digest_threshold = 3\ndigest_window_secs = 8",
     )
     .await;
     setup.harness.link(ALICE, &test_key("AcmeOwner")).await;

@@ -23,9 +23,10 @@ pub struct Plan {
     pub batches: Vec<Batch>,
     pub held: Vec<i64>,
     pub hold_until: Option<DateTime<Utc>>,
-    /// True when the last batch is the rest of an ended window. The window stays until that
-    /// batch is sent or fails for good (see [`DigestPlanner::end_window`]), so that a retry,
-    /// also after a restart, plans the same deliveries as one message again.
+    /// True when the last batch is the digest of an ended window: the alerts the window held,
+    /// which arrived before it ended. The window stays until that batch is sent or fails for
+    /// good (see [`DigestPlanner::end_window`]), so that a retry, also after a restart, plans
+    /// the same deliveries as one message again.
     pub ends_window: bool,
 }
 
@@ -56,7 +57,12 @@ pub struct DigestPlanner {
 pub struct DueItem {
     pub id: i64,
     pub critical: bool,
+    pub created_at: DateTime<Utc>,
 }
+
+/// How long a non-critical alert that arrived after an overflowed window ended waits while that
+/// window's digest is still owed, before it is planned again.
+pub const NEWCOMER_WAIT: Duration = Duration::seconds(5);
 
 impl DigestPlanner {
     pub fn new(threshold: u32, window_secs: u64) -> Self {
@@ -76,11 +82,19 @@ impl DigestPlanner {
         self.window
     }
 
-    /// Returns the current window of `target`. A window that has ended stays until the next
-    /// [`plan`](Self::plan) call for `target` with a non-critical alert, because an overflowed
-    /// window still owes its digest.
+    /// Returns the current window of `target`. An overflowed window that has ended stays until
+    /// its digest is done (see [`end_window`](Self::end_window)); another ended window stays
+    /// until the next plan for `target`.
     pub fn window(&self, target: Target) -> Option<WindowState> {
         self.windows.get(&target).copied()
+    }
+
+    /// Returns the end of `target`'s window when that window has ended at `now` and overflowed,
+    /// so that it may still owe a digest of the alerts it held.
+    pub fn owed_digest_end(&self, target: Target, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let window = self.windows.get(&target)?;
+        let end = window.start + self.window;
+        (window.overflowed && now >= end).then_some(end)
     }
 
     /// Sets the window of `target`, replacing any window it had, as stored before a restart.
@@ -123,17 +137,27 @@ impl DigestPlanner {
             return plan;
         }
 
+        if let Some(end) = self.owed_digest_end(target, now) {
+            // The digest carries what arrived before the window ended, so that a retry, also
+            // after a restart, carries the same deliveries. Later alerts wait for it.
+            let (members, newcomers): (Vec<&DueItem>, Vec<&DueItem>) = items
+                .iter()
+                .filter(|item| !item.critical)
+                .partition(|item| item.created_at < end);
+            plan.batches.extend(match members.as_slice() {
+                [] => None,
+                [only] => Some(Batch::Single(only.id)),
+                many => Some(Batch::Digest(many.iter().map(|item| item.id).collect())),
+            });
+            plan.ends_window = !members.is_empty();
+            if !newcomers.is_empty() {
+                plan.held = newcomers.iter().map(|item| item.id).collect();
+                plan.hold_until = Some(now + NEWCOMER_WAIT);
+            }
+            return plan;
+        }
         if let Some(window) = self.windows.get(&target).copied() {
             if now >= window.start + self.window {
-                if window.overflowed {
-                    // The rest of the ended window: everything that was held for it.
-                    plan.batches.push(match normal.as_slice() {
-                        [only] => Batch::Single(*only),
-                        _ => Batch::Digest(normal),
-                    });
-                    plan.ends_window = true;
-                    return plan;
-                }
                 self.windows.remove(&target);
             }
         }
@@ -169,7 +193,13 @@ mod tests {
     const TARGET: Target = Target::Dm { user_id: 1 };
 
     fn items(range: std::ops::Range<i64>, critical: bool) -> Vec<DueItem> {
-        range.map(|id| DueItem { id, critical }).collect()
+        range
+            .map(|id| DueItem {
+                id,
+                critical,
+                created_at: DateTime::UNIX_EPOCH,
+            })
+            .collect()
     }
 
     /// Plans, then confirms every planned single as the dispatcher does after Discord
@@ -284,6 +314,50 @@ mod tests {
         );
         assert_eq!(later.batches, vec![Batch::Single(7)]);
         assert!(!later.ends_window);
+    }
+
+    #[test]
+    fn alerts_after_the_window_wait_for_its_digest() {
+        let mut planner = DigestPlanner::new(2, 60);
+        let start = Utc::now();
+        let end = start + Duration::seconds(60);
+        sent_plan(&mut planner, TARGET, &items(0..6, false), start);
+        let late = DueItem {
+            id: 9,
+            critical: false,
+            created_at: end + Duration::seconds(1),
+        };
+        let urgent = DueItem {
+            id: 10,
+            critical: true,
+            created_at: end + Duration::seconds(1),
+        };
+
+        // The digest carries the held alerts only; the late one waits, the critical one goes.
+        let mut due = items(2..6, false);
+        due.extend([late, urgent]);
+        let now = end + Duration::seconds(2);
+        let plan = planner.plan(TARGET, &due, now);
+        assert_eq!(
+            plan.batches,
+            vec![Batch::Single(10), Batch::Digest(vec![2, 3, 4, 5])]
+        );
+        assert!(plan.ends_window);
+        assert_eq!(plan.held, vec![9]);
+        assert_eq!(plan.hold_until, Some(now + NEWCOMER_WAIT));
+
+        // While the digest waits for a retry, the late alert keeps waiting.
+        let plan = planner.plan(TARGET, &[late], now + Duration::seconds(5));
+        assert!(plan.batches.is_empty());
+        assert!(!plan.ends_window);
+        assert_eq!(plan.held, vec![9]);
+        assert_eq!(planner.owed_digest_end(TARGET, now), Some(end));
+
+        // Once the digest is done, the late alert opens a new window.
+        planner.end_window(TARGET, now);
+        assert_eq!(planner.owed_digest_end(TARGET, now), None);
+        let plan = sent_plan(&mut planner, TARGET, &[late], now + Duration::seconds(6));
+        assert_eq!(plan.batches, vec![Batch::Single(9)]);
     }
 
     #[test]

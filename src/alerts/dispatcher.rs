@@ -250,8 +250,18 @@ impl<S: AlertSender> Dispatcher<S> {
                 .map(|d| DueItem {
                     id: d.id,
                     critical: d.critical,
+                    created_at: d.created_at,
                 })
                 .collect();
+            // An ended window whose held alerts are all gone (sent, skipped, failed for good)
+            // owes no digest any more.
+            if let Some(end) = self.planner.owed_digest_end(target, now) {
+                if !self.db.pending_non_critical_before(target, end).await? {
+                    let before = self.planner.window(target);
+                    self.planner.end_window(target, now);
+                    self.store_window(target, before).await;
+                }
+            }
             let window_before = self.planner.window(target);
             let plan = self.planner.plan(target, &items, now);
             // The window is stored before the held deliveries are delayed, so that a crash in
@@ -369,7 +379,7 @@ impl<S: AlertSender> Dispatcher<S> {
                 target_id = target.id(),
                 %error,
                 "failed to store the digest window, so a restart before its next change \
-                 starts a fresh window for this recipient"
+                 restores the window stored before, or none"
             );
         }
     }

@@ -800,6 +800,25 @@ impl Db {
         tx.commit().await
     }
 
+    /// Returns whether `target` has a pending non-critical delivery created before `before`.
+    pub async fn pending_non_critical_before(
+        &self,
+        target: Target,
+        before: DateTime<Utc>,
+    ) -> Result<bool, sqlx::Error> {
+        let found: i64 = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM alert_deliveries
+             WHERE target_kind = ? AND target_id = ? AND status = 'pending' AND critical = 0
+               AND created_at_ms < ?)",
+        )
+        .bind(target.kind())
+        .bind(snowflake_to_db(target.id()))
+        .bind(to_millis(before))
+        .fetch_one(self.pool())
+        .await?;
+        Ok(found != 0)
+    }
+
     /// Returns the number of pending deliveries.
     pub async fn pending_delivery_count(&self) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT COUNT(*) FROM alert_deliveries WHERE status = 'pending'")

@@ -255,7 +255,7 @@ impl FakeDiscord {
 
     /// Handles matching requests as usual but sends their reply only after the hold, so a
     /// test can stop the bot between Discord acting on a request and the bot hearing of it.
-    /// Scripted errors take precedence.
+    /// A scripted error's reply is held too, and counts against the hold's `times`.
     pub fn hold_replies(&self, held: HeldReply) {
         self.shared.update(|state| {
             state.log_line(format!(

@@ -577,6 +577,15 @@ fn nonce_depends_on_every_delivery() {
 }
 
 /// Returns a dispatcher for `threshold` with a one-second digest window.
+/// The digest window of [`short_window_dispatcher`], in seconds: short for a fast test, long
+/// enough that the steps meant to happen inside it do so on a busy machine.
+const SHORT_WINDOW_SECS: u64 = 2;
+
+/// Sleeps until a window of [`SHORT_WINDOW_SECS`] that starts now has ended.
+async fn sleep_past_short_window() {
+    tokio::time::sleep(Duration::from_millis(SHORT_WINDOW_SECS * 1000 + 100)).await;
+}
+
 fn short_window_dispatcher(
     db: &Db,
     sender: &Arc<RecordingSender>,
@@ -587,7 +596,7 @@ fn short_window_dispatcher(
         Arc::clone(sender),
         Arc::new(AlertsState::new()),
         &AlertsConfig {
-            digest_window_secs: 1,
+            digest_window_secs: SHORT_WINDOW_SECS,
             ..config(threshold)
         },
     )
@@ -640,7 +649,7 @@ async fn restart_in_window_sends_one_digest() {
     assert_eq!(during.messages_sent, 0, "{during:?}");
     assert_eq!(during.deliveries_held, 2);
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sleep_past_short_window().await;
     let after_end = after_restart.round(&shutdown).await.unwrap();
     assert_eq!(after_end.messages_sent, 1, "{after_end:?}");
     assert_eq!(after_end.deliveries_sent, 8);
@@ -672,7 +681,7 @@ async fn restart_after_window_sends_one_digest() {
     drop(before_restart);
 
     // The bot stays down past the window end, and the ended window still owes its digest.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sleep_past_short_window().await;
     let mut after_restart = short_window_dispatcher(&db, &sender, 2);
     let report = after_restart.round(&shutdown).await.unwrap();
     assert_eq!(report.messages_sent, 1, "{report:?}");
@@ -755,7 +764,7 @@ async fn failed_digest_is_retried_as_one_digest() {
     assert_eq!(first.messages_sent, 2);
     assert_eq!(first.deliveries_held, 6);
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sleep_past_short_window().await;
     sender.script(Err(SendError::Transient("HTTP 502".into())));
     let failed = dispatcher.round(&shutdown).await.unwrap();
     assert_eq!(failed.deliveries_retried, 6, "{failed:?}");
@@ -886,5 +895,78 @@ async fn global_rate_spaces_sends() {
     assert!(
         span >= Duration::from_millis(350),
         "5 sends within {span:?}"
+    );
+}
+
+#[tokio::test]
+async fn alert_during_failed_digest_waits_for_it() {
+    let (db, _dir) = setup().await;
+    store_storm(&db, "s", 8).await;
+    let sender = Arc::new(RecordingSender::default());
+    let shutdown = CancellationToken::new();
+    let mut dispatcher = short_window_dispatcher(&db, &sender, 2);
+    dispatcher.round(&shutdown).await.unwrap();
+
+    sleep_past_short_window().await;
+    sender.script(Err(SendError::Transient("HTTP 502".into())));
+    let failed = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(failed.deliveries_retried, 6, "{failed:?}");
+
+    // A new alert arrives while the digest waits for its retry: it is held, not sent alone.
+    store_storm(&db, "late", 1).await;
+    let waiting = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(waiting.messages_sent, 0, "{waiting:?}");
+    assert_eq!(waiting.deliveries_held, 1);
+
+    // The retry is the same digest; only then does the late alert go, opening a new window.
+    sqlx::query("UPDATE alert_deliveries SET next_attempt_at_ms = 0 WHERE status = 'pending'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let retry = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(retry.deliveries_sent, 6, "{retry:?}");
+    sqlx::query("UPDATE alert_deliveries SET next_attempt_at_ms = 0 WHERE status = 'pending'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let late = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(late.deliveries_sent, 1, "{late:?}");
+    let footers = footers(&sender);
+    assert_eq!(footers.len(), 4, "{footers:?}");
+    assert!(footers[2].starts_with("Digest of 6 alerts"), "{footers:?}");
+    assert!(footers[3].ends_with("event late0"), "{footers:?}");
+}
+
+#[tokio::test]
+async fn window_ends_when_its_held_alerts_are_gone() {
+    let (db, _dir) = setup().await;
+    store_storm(&db, "s", 8).await;
+    let sender = Arc::new(RecordingSender::default());
+    let shutdown = CancellationToken::new();
+    let mut dispatcher = short_window_dispatcher(&db, &sender, 2);
+    dispatcher.round(&shutdown).await.unwrap();
+
+    // Alice mutes; the held alerts are skipped when they come due.
+    db.set_alert_mute(
+        ALICE,
+        Some(Utc::now() + chrono::Duration::hours(1)),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    sleep_past_short_window().await;
+    let skipped = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(skipped.deliveries_skipped, 6, "{skipped:?}");
+
+    // After the mute, a new storm starts a new window: singles first, not a digest at once.
+    db.set_alert_mute(ALICE, None, Utc::now()).await.unwrap();
+    store_storm(&db, "n", 4).await;
+    let report = dispatcher.round(&shutdown).await.unwrap();
+    assert_eq!(report.messages_sent, 2, "{report:?}");
+    assert_eq!(report.deliveries_held, 2);
+    let footers = footers(&sender);
+    assert!(
+        footers.iter().all(|footer| !footer.starts_with("Digest")),
+        "{footers:?}"
     );
 }
