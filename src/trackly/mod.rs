@@ -337,8 +337,12 @@ fn classify_error(status: StatusCode, body: &[u8], retry_after: Option<Duration>
                 TracklyError::UnexpectedResponse {
                     detail: format!("HTTP {status} with a body that is not JSON"),
                 }
-            } else if code.is_none() || text.to_ascii_lowercase().contains("suspended") {
-                // The suspension 403 carries no code; its text is the second sign.
+            } else if text.to_ascii_lowercase().contains("suspend")
+                || (code.is_none() && parsed.as_ref().is_some_and(|b| b.error.is_some()))
+            {
+                // Trackly's suspension 403 has an `error` text and no code. A 403 without
+                // either, as a gateway or firewall in front of Trackly may send, is not taken
+                // for a suspension, which would pause the account's alerts.
                 TracklyError::Suspended
             } else {
                 TracklyError::Forbidden { message: text }
@@ -424,8 +428,14 @@ mod tests {
         assert_eq!(
             classify(403, r#"{"error":"Account on hold"}"#),
             TracklyError::Suspended,
-            "a 403 without a code is the suspension answer"
+            "Trackly's 403 without a code is the suspension answer"
         );
+        for body in [r#"{}"#, r#"{"message":"Forbidden"}"#] {
+            assert!(
+                matches!(classify(403, body), TracklyError::Forbidden { .. }),
+                "{body} is not Trackly's suspension answer"
+            );
+        }
         assert_eq!(
             classify(
                 403,
