@@ -28,6 +28,9 @@ pub async fn run(config_file: &ConfigFile) -> anyhow::Result<()> {
     log_secrets.push(secrets.discord_token.to_string());
     telemetry::init(log_secrets);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config_file.path.display(), "trackly-bot starting");
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
 
     let metrics = PrometheusBuilder::new()
         .install_recorder()
@@ -291,6 +294,9 @@ pub fn check_config(config_file: &ConfigFile) -> anyhow::Result<()> {
     }
     match config {
         Some(config) if problems.is_empty() => {
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             crate::cli::print_stdout(&crate::cli::config_summary(&config, config_file))
                 .context("cannot write the summary to stdout")?;
             Ok(())

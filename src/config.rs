@@ -503,23 +503,40 @@ impl Config {
         }
     }
 
+    /// Returns settings that work but deserve a second look, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Ok(url) = reqwest::Url::parse(&self.discord.rest_base_url) {
+            if url.scheme() == "http" && !is_loopback_host(&url) {
+                warnings.push(format!(
+                    "discord.rest_base_url sends the bot token over plain http to {}; use https \
+                     unless that proxy is on a private network",
+                    url.host_str().unwrap_or("another host")
+                ));
+            }
+        }
+        warnings
+    }
+
     /// Checks the relations between settings that types alone cannot express.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         let mut problem = |text: String| problems.push(ConfigProblem(text));
 
-        if let Err(text) = check_base_url(
+        if let Err(text) = check_url(
             "trackly.base_url",
             &self.trackly.base_url,
             "https://app.tracklysms.com/api/v2",
+            false,
         ) {
             problem(text);
         }
         if !self.discord.rest_base_url.is_empty() {
-            match check_base_url(
+            match check_url(
                 "discord.rest_base_url",
                 &self.discord.rest_base_url,
                 "http://127.0.0.1:8080",
+                true,
             ) {
                 Err(text) => problem(text),
                 Ok(url) if url.path() != "/" || url.query().is_some() => problem(format!(
@@ -598,15 +615,22 @@ fn is_loopback_host(url: &reqwest::Url) -> bool {
             .is_ok_and(|address| address.is_loopback())
 }
 
-/// Parses `value` of the URL setting `setting`, accepting https anywhere and plain http only
-/// to this machine, because requests carry API keys or the bot token in a header.
-fn check_base_url(setting: &str, value: &str, example: &str) -> Result<reqwest::Url, String> {
+/// Parses `value` of the URL setting `setting`, accepting https anywhere and plain http to this
+/// machine, because requests carry API keys or the bot token in a header. With `any_http`,
+/// plain http to other hosts passes too, for a proxy on a private network; [`Config::warnings`]
+/// then reports it.
+fn check_url(
+    setting: &str,
+    value: &str,
+    example: &str,
+    any_http: bool,
+) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(value).map_err(|error| {
         format!("{setting} {value:?} is not a valid URL ({error}); use e.g. {example}")
     })?;
     match url.scheme() {
         "https" => Ok(url),
-        "http" if is_loopback_host(&url) => Ok(url),
+        "http" if any_http || is_loopback_host(&url) => Ok(url),
         "http" => Err(format!(
             "{setting} {value:?} must use https; plain http is accepted only for 127.0.0.1, ::1 or localhost"
         )),
@@ -1249,24 +1273,27 @@ mod tests {
 
     #[test]
     fn validate_url_schemes() {
-        for (url, accepted) in [
-            ("https://discord-proxy.internal", true),
-            ("http://127.0.0.1:8080", true),
-            ("http://[::1]:8080", true),
-            ("http://localhost:8080", true),
-            ("http://discord-proxy.internal", false),
-            ("ftp://127.0.0.1", false),
-            ("ws://127.0.0.1:8080", false),
+        // (URL, accepted for Discord, accepted for Trackly, warned about for Discord)
+        for (url, discord, trackly, warned) in [
+            ("https://discord-proxy.internal", true, true, false),
+            ("http://127.0.0.1:8080", true, true, false),
+            ("http://[::1]:8080", true, true, false),
+            ("http://localhost:8080", true, true, false),
+            ("http://discord-proxy.internal", true, false, true),
+            ("ftp://127.0.0.1", false, false, false),
+            ("ws://127.0.0.1:8080", false, false, false),
         ] {
             let mut config = Config::default();
             config.discord.rest_base_url = url.to_owned();
             let problems = config.validate();
-            assert_eq!(problems.is_empty(), accepted, "rest {url}: {problems:?}");
+            assert_eq!(problems.is_empty(), discord, "rest {url}: {problems:?}");
+            let warnings = config.warnings();
+            assert_eq!(!warnings.is_empty(), warned, "rest {url}: {warnings:?}");
 
             let mut config = Config::default();
             config.trackly.base_url = format!("{url}/api/v2");
             let problems = config.validate();
-            assert_eq!(problems.is_empty(), accepted, "trackly {url}: {problems:?}");
+            assert_eq!(problems.is_empty(), trackly, "trackly {url}: {problems:?}");
         }
         let mut config = Config::default();
         config.trackly.base_url = "ftp://127.0.0.1/api".to_owned();

@@ -120,7 +120,13 @@ impl Provider for EnvOverride {
         // Other values are parsed as figment's `Env` provider parses them: `42` is an integer,
         // `true` a boolean, and anything unparsable a string.
         let value = if self.keep_string {
-            Value::from(self.value.clone())
+            // A quoted value, as `"/data/bot.db"`, is read as a quoted string is, as before.
+            match self.value.parse::<Value>() {
+                Ok(parsed @ Value::String(..)) if self.value.trim_start().starts_with('"') => {
+                    parsed
+                }
+                _ => Value::from(self.value.clone()),
+            }
         } else {
             let Ok(value) = self.value.parse::<Value>();
             value
@@ -245,5 +251,27 @@ mod tests {
             provider.metadata().source,
             Some(Source::Custom("TRACKLY_BOT_GUILD__ID".to_owned()))
         );
+    }
+
+    fn string_value(value: &str) -> String {
+        let provider = EnvOverride {
+            variable: "TRACKLY_BOT_DATABASE__PATH".to_owned(),
+            key: "database.path".to_owned(),
+            value: value.to_owned(),
+            keep_string: true,
+        };
+        let data = provider.data().unwrap();
+        data[&Profile::Default]["database"].as_dict().unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn string_settings_keep_numbers_and_drop_quotes() {
+        assert_eq!(string_value("2024"), "2024");
+        assert_eq!(string_value("/data/bot.db"), "/data/bot.db");
+        assert_eq!(string_value("\"/data/bot.db\""), "/data/bot.db");
+        assert_eq!(string_value("say \"hi\""), "say \"hi\"");
     }
 }
