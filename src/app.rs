@@ -61,24 +61,41 @@ pub async fn run(config_file: &ConfigFile) -> anyhow::Result<()> {
             shutdown.cancel();
         })
     };
-    let rest_base = if config.discord.rest_base_url.is_empty() {
-        "https://discord.com/api"
-    } else {
-        config.discord.rest_base_url.as_str()
-    };
-    let gateway_url = match discord::connect::reach_discord(&http, rest_base, &shutdown).await {
+    // The health server runs from here on, so that probes see the bot while it waits for
+    // Discord.
+    let health_task = config.health_listen_addr().map(|addr| {
+        let (state, shutdown) = (Arc::clone(&state), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(error) = health::serve(addr, state, metrics, shutdown).await {
+                tracing::error!(%addr, %error, "health server failed; the bot keeps running without it");
+            }
+        })
+    });
+    let probe = discord::connect::DiscordProbe::new(
+        &config.discord.rest_base_url,
+        secrets.discord_token.as_str(),
+        Duration::from_millis(config.discord.request_timeout_ms),
+    )?;
+    let reached = discord::connect::reach_discord(&probe, &shutdown).await;
+    let gateway_url = match reached {
         Ok(Some(url)) => url,
-        Ok(None) => {
+        Ok(None) | Err(_) => {
+            shutdown.cancel();
             signal_task.abort();
+            if let Some(task) = health_task {
+                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            }
             db.close().await;
-            tracing::info!("trackly-bot stopped before connecting to Discord");
-            return Ok(());
-        }
-        Err(error) => {
-            signal_task.abort();
-            db.close().await;
-            tracing::error!(%error, "cannot use Discord");
-            return Err(error.into());
+            return match reached {
+                Err(error) => {
+                    tracing::error!(%error, "cannot use Discord");
+                    Err(error.into())
+                }
+                _ => {
+                    tracing::info!("trackly-bot stopped before connecting to Discord");
+                    Ok(())
+                }
+            };
         }
     };
 
@@ -118,14 +135,6 @@ pub async fn run(config_file: &ConfigFile) -> anyhow::Result<()> {
         Arc::clone(&client.http),
         &shutdown,
     )?;
-    let health_task = config.health_listen_addr().map(|addr| {
-        let (state, shutdown) = (Arc::clone(&state), shutdown.clone());
-        tokio::spawn(async move {
-            if let Err(error) = health::serve(addr, state, metrics, shutdown).await {
-                tracing::error!(%addr, %error, "health server failed; the bot keeps running without it");
-            }
-        })
-    });
     let disconnect_task = {
         let (manager, shutdown) = (Arc::clone(&client.shard_manager), shutdown.clone());
         tokio::spawn(async move {

@@ -248,18 +248,36 @@ async fn unreachable_discord_is_retried_until_it_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_wait_for_discord() {
-    let mut harness = Harness::start_with_setup(unready(), |discord| {
-        discord.script_error(ScriptedError::new(
-            "GET",
-            "/api/v10/users/@me",
-            502,
-            0,
-            "Bad Gateway",
-        ));
-        String::new()
-    })
+    let mut harness = Harness::start_with_setup(
+        Options {
+            health_server: true,
+            ..unready()
+        },
+        |discord| {
+            discord.script_error(ScriptedError::new(
+                "GET",
+                "/api/v10/users/@me",
+                502,
+                0,
+                "Bad Gateway",
+            ));
+            String::new()
+        },
+    )
     .await;
     harness.wait_for_log("cannot reach Discord").await;
+    // Probes reach the health server while the bot waits for Discord.
+    harness.wait_for_log("health server listening").await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let health: serde_json::Value = client
+        .get(format!("http://{}/healthz", harness.health_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["gateway"], "disconnected", "{health}");
     let started = Instant::now();
     let status = harness.terminate_bot().await;
     assert!(status.success(), "{status}\n{}", harness.tail_logs());
@@ -363,5 +381,62 @@ async fn command_errors_are_sorted() {
 
     let text = final_text(&harness.run_sms(CAROL, "ping", vec![]).await);
     assert!(text.contains("Pong"), "{text}");
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_start_waits_for_retry_after() {
+    let harness = Harness::start_with_setup(unready(), |discord| {
+        discord
+            .script_error(ScriptedError::rate_limited("GET", "/api/v10/users/@me", 1.5).times(1));
+        String::new()
+    })
+    .await;
+    harness
+        .discord
+        .wait_for_commands(Duration::from_secs(20))
+        .await
+        .expect("the bot connects after the rate limit");
+    let calls: Vec<Instant> = harness
+        .discord
+        .requests()
+        .iter()
+        .filter(|request| request.path == "/api/v10/users/@me")
+        .map(|request| request.at)
+        .collect();
+    assert!(calls.len() >= 2, "{calls:?}");
+    assert!(
+        calls[1] - calls[0] >= Duration::from_millis(1500),
+        "the retry came before Retry-After: {:?}",
+        calls[1] - calls[0]
+    );
+    assert!(
+        harness.logs().contains("Discord rate limited the start"),
+        "{}",
+        harness.tail_logs()
+    );
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_rest_base_stops_with_advice() {
+    let mut harness = Harness::start_with_setup(unready(), |discord| {
+        discord.script_error(ScriptedError::new(
+            "GET",
+            "/api/v10/users/@me",
+            404,
+            0,
+            "404: Not Found",
+        ));
+        String::new()
+    })
+    .await;
+    let status = harness.wait_for_exit(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(1), "{}", harness.tail_logs());
+    assert!(
+        harness.logs().contains("check discord.rest_base_url"),
+        "{}",
+        harness.tail_logs()
+    );
     harness.finish().await;
 }
