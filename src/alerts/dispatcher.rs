@@ -350,6 +350,11 @@ impl<S: AlertSender> Dispatcher<S> {
         let windows = self.db.digest_windows(now, length).await?;
         for (target, state) in &windows {
             self.planner.restore(*target, *state);
+            // Alerts held until the end of a longer window, from a configuration before the
+            // restart, come due at the end of the window as it is now.
+            self.db
+                .release_held_after(*target, state.start + length)
+                .await?;
         }
         self.windows_restored = true;
         tracing::info!(

@@ -800,6 +800,25 @@ impl Db {
         tx.commit().await
     }
 
+    /// Moves the pending non-critical deliveries of `target` that are due after `end` to `end`.
+    pub async fn release_held_after(
+        &self,
+        target: Target,
+        end: DateTime<Utc>,
+    ) -> Result<u64, sqlx::Error> {
+        let result = sqlx::query(
+            "UPDATE alert_deliveries SET next_attempt_at_ms = ?1
+             WHERE target_kind = ?2 AND target_id = ?3 AND status = 'pending' AND critical = 0
+               AND next_attempt_at_ms > ?1",
+        )
+        .bind(to_millis(end))
+        .bind(target.kind())
+        .bind(snowflake_to_db(target.id()))
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected())
+    }
+
     /// Returns whether `target` has a pending non-critical delivery created before `before`.
     pub async fn pending_non_critical_before(
         &self,

@@ -970,3 +970,36 @@ async fn window_ends_when_its_held_alerts_are_gone() {
         "{footers:?}"
     );
 }
+
+#[tokio::test]
+async fn shorter_window_after_restart_releases_held_alerts() {
+    let (db, _dir) = setup().await;
+    store_storm(&db, "s", 6).await;
+    let sender = Arc::new(RecordingSender::default());
+    let shutdown = CancellationToken::new();
+    // Before the restart the window was an hour long.
+    let mut long = Dispatcher::new(
+        db.clone(),
+        Arc::clone(&sender),
+        Arc::new(AlertsState::new()),
+        &AlertsConfig {
+            digest_window_secs: 3600,
+            ..config(2)
+        },
+    );
+    let first = long.round(&shutdown).await.unwrap();
+    assert_eq!(first.deliveries_held, 4);
+    drop(long);
+
+    let mut short = short_window_dispatcher(&db, &sender, 2);
+    short.round(&shutdown).await.unwrap();
+    let due = db.next_due_at().await.unwrap().unwrap();
+    assert!(
+        due <= Utc::now() + chrono::Duration::seconds(SHORT_WINDOW_SECS as i64),
+        "held until {due}"
+    );
+    sleep_past_short_window().await;
+    let report = short.round(&shutdown).await.unwrap();
+    assert_eq!(report.deliveries_sent, 4, "{report:?}");
+    assert!(footers(&sender)[2].starts_with("Digest of 4 alerts"));
+}
