@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{final_text, test_key, Harness, Options};
+use common::{final_text, query_i64, test_key, Harness, Options};
 use fake_discord::{ButtonClick, FakeDiscord, HeldReply, OptionValue, ScriptedError, SlashCommand};
 use serde_json::{json, Value};
 
@@ -113,16 +113,6 @@ async fn sqlite(path: &Path) -> sqlx::SqlitePool {
         .expect("test opens the bot database")
 }
 
-async fn query_i64(path: &Path, sql: &str) -> i64 {
-    let pool = sqlite(path).await;
-    let value: Option<i64> = sqlx::query_scalar(sql)
-        .fetch_one(&pool)
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {error}"));
-    pool.close().await;
-    value.unwrap_or(0)
-}
-
 impl AlertsHarness {
     fn discord(&self) -> &FakeDiscord {
         &self.harness.discord
@@ -161,15 +151,8 @@ impl AlertsHarness {
         let sql = format!(
             "SELECT COUNT(*) FROM alert_cursors WHERE account_id = '{account_id}' AND cursor IS NOT NULL"
         );
-        let started = Instant::now();
-        while query_i64(&self.harness.db_path(), &sql).await == 0 {
-            assert!(
-                started.elapsed() < DELIVERY_TIMEOUT,
-                "the poller never initialised the cursor of {account_id}\n--- bot log ---\n{}",
-                self.harness.tail_logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let failure = format!("the poller never initialised the cursor of {account_id}");
+        self.harness.wait_for_db(&failure, &sql, |n| n > 0).await;
     }
 
     fn account_channel(&self, account_id: &str) -> u64 {
@@ -447,21 +430,14 @@ async fn sigkill_before_send_delivers_once() {
         .unwrap();
     // Alice: k1, k2, k3; account channel: k1, k2, k3; all-alerts: k2; billing-alerts: k2, k3.
     let db = setup.harness.db_path();
-    let started = Instant::now();
-    while query_i64(
-        &db,
-        "SELECT COUNT(*) FROM alert_deliveries WHERE status = 'pending'",
-    )
-    .await
-        < 9
-    {
-        assert!(
-            started.elapsed() < DELIVERY_TIMEOUT,
-            "the events never reached the outbox\n{}",
-            setup.harness.tail_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    setup
+        .harness
+        .wait_for_db(
+            "the events never reached the outbox",
+            "SELECT COUNT(*) FROM alert_deliveries WHERE status = 'pending'",
+            |n| n >= 9,
+        )
+        .await;
     setup
         .wait_until("a failed send attempt", |d| {
             d.requests()
@@ -560,21 +536,14 @@ async fn sigkill_after_discord_created_message_delivers_once() {
                 >= 2
         })
         .await;
-    let started = Instant::now();
-    while query_i64(
-        &db,
-        "SELECT COUNT(*) FROM alert_deliveries WHERE status != 'sent'",
-    )
-    .await
-        > 0
-    {
-        assert!(
-            started.elapsed() < DELIVERY_TIMEOUT,
-            "deliveries never marked sent\n{}",
-            setup.harness.tail_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    setup
+        .harness
+        .wait_for_db(
+            "deliveries never marked sent",
+            "SELECT COUNT(*) FROM alert_deliveries WHERE status != 'sent'",
+            |n| n == 0,
+        )
+        .await;
 
     let posts: Vec<Value> = setup
         .discord()
@@ -1103,21 +1072,14 @@ async fn test_alert_status_and_shutdown() {
         .sim
         .append_events(ACME, vec![event("t1", "delivery_failure", failure_data())])
         .unwrap();
-    let db = setup.harness.db_path();
-    let started = Instant::now();
-    while query_i64(
-        &db,
-        "SELECT COUNT(*) FROM alert_deliveries WHERE status = 'pending'",
-    )
-    .await
-        < 2
-    {
-        assert!(
-            started.elapsed() < DELIVERY_TIMEOUT,
-            "t1 never reached the outbox"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    setup
+        .harness
+        .wait_for_db(
+            "t1 never reached the outbox",
+            "SELECT COUNT(*) FROM alert_deliveries WHERE status = 'pending'",
+            |n| n >= 2,
+        )
+        .await;
     let status = setup.harness.terminate_bot().await;
     assert!(
         status.success(),
@@ -1263,19 +1225,15 @@ async fn suspended_account_pauses_and_resumes() {
         .sim
         .set_account_status(ACME, trackly_sim::AccountStatus::Suspended)
         .unwrap();
-    let db = setup.harness.db_path();
     let suspended_sql = format!(
         "SELECT COUNT(*) FROM links WHERE discord_user_id = {ALICE} AND status = 'suspended'"
     );
-    let started = Instant::now();
-    while query_i64(&db, &suspended_sql).await == 0 {
-        assert!(
-            started.elapsed() < DELIVERY_TIMEOUT,
-            "the poller never saw the suspension\n--- bot log ---\n{}",
-            setup.harness.tail_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    setup
+        .harness
+        .wait_for_db("the poller never saw the suspension", &suspended_sql, |n| {
+            n != 0
+        })
+        .await;
     let status = setup.alerts(ALICE, "status", vec![]).await;
     assert!(status.contains("Alerts are paused"), "{status}");
 
@@ -1325,15 +1283,10 @@ async fn sigkill_keeps_digest_window() {
         "SELECT COUNT(*) FROM alert_deliveries WHERE target_kind = 'dm' AND target_id = {ALICE} \
          AND status = 'sent'"
     );
-    let started = Instant::now();
-    while query_i64(&db, &sent_sql).await < 3 {
-        assert!(
-            started.elapsed() < DELIVERY_TIMEOUT,
-            "the singles were never marked sent\n--- bot log ---\n{}",
-            setup.harness.tail_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    setup
+        .harness
+        .wait_for_db("the singles were never marked sent", &sent_sql, |n| n >= 3)
+        .await;
     let stored_window = format!(
         "SELECT COUNT(*) FROM digest_windows WHERE target_kind = 'dm' AND target_id = {ALICE} \
          AND sent_count = 3 AND overflowed = 1"
@@ -1397,20 +1350,14 @@ async fn sigkill_after_discord_created_digest_delivers_once() {
         .map(|index| event(&format!("g{index:02}"), "delivery_failure", failure_data()))
         .collect();
     setup.harness.sim.append_events(ACME, events).unwrap();
-    let db = setup.harness.db_path();
     let sent_sql = format!(
         "SELECT COUNT(*) FROM alert_deliveries WHERE target_kind = 'dm' AND target_id = {ALICE} \
          AND status = 'sent'"
     );
-    let started = Instant::now();
-    while query_i64(&db, &sent_sql).await < 3 {
-        assert!(
-            started.elapsed() < DELIVERY_TIMEOUT,
-            "the singles were never marked sent\n--- bot log ---\n{}",
-            setup.harness.tail_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    setup
+        .harness
+        .wait_for_db("the singles were never marked sent", &sent_sql, |n| n >= 3)
+        .await;
     setup.discord().hold_replies(HeldReply::new(
         "POST",
         dm_path.clone(),
@@ -1424,21 +1371,14 @@ async fn sigkill_after_discord_created_digest_delivers_once() {
 
     setup.harness.restart_bot().await;
     setup.discord().clear_held_replies();
-    let started = Instant::now();
-    while query_i64(
-        &db,
-        "SELECT COUNT(*) FROM alert_deliveries WHERE status != 'sent'",
-    )
-    .await
-        > 0
-    {
-        assert!(
-            started.elapsed() < DELIVERY_TIMEOUT,
-            "deliveries never marked sent\n{}",
-            setup.harness.tail_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    setup
+        .harness
+        .wait_for_db(
+            "deliveries never marked sent",
+            "SELECT COUNT(*) FROM alert_deliveries WHERE status != 'sent'",
+            |n| n == 0,
+        )
+        .await;
 
     let posts = setup
         .discord()

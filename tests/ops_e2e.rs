@@ -6,32 +6,13 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{final_text, test_key, Harness, Options};
+use common::{final_text, query_i64, test_key, Harness, Options};
 use fake_discord::{HeldReply, ScriptedError};
 use serde_json::json;
 
 const ALICE: u64 = 100_000_000_000_000_001;
 const CAROL: u64 = 100_000_000_000_000_003;
 const ACME: &str = "acc_8f2k1q";
-
-/// Reads one number from the bot's database with a connection of its own, closed afterwards
-/// so that the bot's last connection can remove the WAL file on exit.
-async fn query_i64(path: &Path, sql: &str) -> i64 {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .busy_timeout(Duration::from_secs(5));
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .expect("test opens the bot database");
-    let value: Option<i64> = sqlx::query_scalar(sql)
-        .fetch_one(&pool)
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {error}"));
-    pool.close().await;
-    value.unwrap_or(0)
-}
 
 async fn wait_for(harness: &Harness, what: &str, check: impl AsyncFn() -> bool) {
     let started = Instant::now();

@@ -341,6 +341,24 @@ listen = "{listen}"
         }
     }
 
+    /// Waits up to 25 s until the number that `sql` reads from the bot's database satisfies
+    /// `done`, and fails with `failure` and the bot's log otherwise.
+    pub async fn wait_for_db(&self, failure: &str, sql: &str, done: impl Fn(i64) -> bool) {
+        let started = Instant::now();
+        loop {
+            let value = query_i64(&self.db_path(), sql).await;
+            if done(value) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(25),
+                "{failure} (last value {value})\n--- bot log ---\n{}",
+                self.tail_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits up to 20 s until the bot's log contains `text`.
     pub async fn wait_for_log(&self, text: &str) {
         let started = Instant::now();
@@ -560,6 +578,25 @@ pub fn has_final_reply(record: &InteractionRecord) -> bool {
 /// Returns all reply texts of the interaction joined, for `contains` checks.
 pub fn final_text(record: &InteractionRecord) -> String {
     record.texts().join("\n")
+}
+
+/// Reads one number from the bot's database with a connection of its own, closed afterwards
+/// so that the bot's last connection can remove the WAL file when it exits.
+pub async fn query_i64(path: &Path, sql: &str) -> i64 {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .expect("test opens the bot database");
+    let value: Option<i64> = sqlx::query_scalar(sql)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    pool.close().await;
+    value.unwrap_or(0)
 }
 
 /// Returns whether `needle` occurs in the file at `path` or its WAL and shared-memory files.
