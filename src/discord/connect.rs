@@ -33,7 +33,8 @@ pub enum ConnectError {
     IntentsRefused,
     #[error(
         "{base} answered HTTP {status} to GET {path}; check discord.rest_base_url (it must \
-         point at Discord or a proxy that forwards /api/v10) and DISCORD_TOKEN"
+         point at Discord or a proxy that forwards /api/v10, with the final address if it \
+         redirects) and DISCORD_TOKEN"
     )]
     Refused {
         base: String,
@@ -59,7 +60,7 @@ pub struct DiscordProbe {
     client: reqwest::Client,
     /// Origin that `/api/v10/...` is appended to, such as `https://discord.com`.
     base: String,
-    authorization: String,
+    authorization: zeroize::Zeroizing<String>,
 }
 
 impl DiscordProbe {
@@ -69,12 +70,22 @@ impl DiscordProbe {
         token: &str,
         request_timeout: Duration,
     ) -> Result<Self, ConnectError> {
+        // Discord may block requests without a bot User-Agent, so the probe sends serenity's.
         let client = reqwest::Client::builder()
+            .user_agent(serenity::constants::USER_AGENT)
             .connect_timeout(Duration::from_secs(5))
             .timeout(request_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|error| ConnectError::Client(error.to_string()))?;
+        let authorization = zeroize::Zeroizing::new(format!("Bot {token}"));
+        if reqwest::header::HeaderValue::from_str(&authorization).is_err() {
+            return Err(ConnectError::Client(
+                "DISCORD_TOKEN contains characters that an HTTP header cannot carry; copy the \
+                 token again from the developer portal"
+                    .to_owned(),
+            ));
+        }
         let base = if rest_base_url.is_empty() {
             "https://discord.com".to_owned()
         } else {
@@ -83,7 +94,7 @@ impl DiscordProbe {
         Ok(Self {
             client,
             base,
-            authorization: format!("Bot {token}"),
+            authorization,
         })
     }
 
@@ -95,10 +106,10 @@ impl DiscordProbe {
         let response = self
             .client
             .get(format!("{}{path}", self.base))
-            .header(reqwest::header::AUTHORIZATION, &self.authorization)
+            .header(reqwest::header::AUTHORIZATION, self.authorization.as_str())
             .send()
             .await
-            .map_err(|error| Attempt::Unreachable(error.without_url().to_string()))?;
+            .map_err(|error| Attempt::Unreachable(describe_send_error(error)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -135,8 +146,29 @@ impl DiscordProbe {
     }
 }
 
-/// Sorts a failed answer: a bad token or any other 4xx is fatal, 429 waits for its
-/// `Retry-After` (the header, else the body's `retry_after`), and 5xx is retried.
+/// Describes a request that got no answer, with its causes (refused, DNS, TLS, timeout) and
+/// without the URL.
+fn describe_send_error(error: reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut text = kind.to_owned();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Sorts a failed answer: a bad token, a redirect or another 4xx is fatal, 429 waits for its
+/// `Retry-After` (the header, else the body's `retry_after`), and 408, 425 and 5xx are
+/// retried.
 fn classify(
     base: &str,
     path: &'static str,
@@ -158,11 +190,13 @@ fn classify(
                     .min(LONGEST_RETRY_AFTER),
             )
         }
-        code @ 400..=499 => Attempt::Fatal(ConnectError::Refused {
-            base: base.to_owned(),
-            path,
-            status: code,
-        }),
+        code @ (300..=399 | 400..=407 | 409..=424 | 426..=499) => {
+            Attempt::Fatal(ConnectError::Refused {
+                base: base.to_owned(),
+                path,
+                status: code,
+            })
+        }
         code => Attempt::Unreachable(format!("{path} answered HTTP {code}")),
     }
 }
@@ -277,6 +311,111 @@ mod tests {
         assert_eq!(retry_delay(7, 5.0), Duration::from_secs(120));
     }
 
+    /// Serves every request on 127.0.0.1 with `status` and `body` and returns the address and
+    /// the heads of the requests received.
+    async fn stub_server(
+        status: &'static str,
+        body: &'static str,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&heads);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => head.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let gateway = String::from_utf8_lossy(&head).contains("/gateway ");
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).to_lowercase());
+                let body = if gateway && status.starts_with("200") {
+                    r#"{"url":"ws://127.0.0.1:9"}"#
+                } else {
+                    body
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                     location: https://elsewhere.invalid/\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        (address, heads)
+    }
+
+    #[tokio::test]
+    async fn probe_sends_token_and_user_agent_under_the_base() {
+        let (address, heads) = stub_server("200 OK", r#"{"id":"1","username":"bot"}"#).await;
+        let probe = DiscordProbe::new(
+            &format!("{address}/"),
+            "MTIz.probe.token",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(
+            probe.attempt().await,
+            Attempt::Ready("ws://127.0.0.1:9".to_owned())
+        );
+        let heads = heads.lock().unwrap().clone();
+        assert_eq!(heads.len(), 2, "{heads:?}");
+        assert!(
+            heads[0].starts_with("get /api/v10/users/@me http/1.1"),
+            "{heads:?}"
+        );
+        assert!(
+            heads[1].starts_with("get /api/v10/gateway http/1.1"),
+            "{heads:?}"
+        );
+        for head in &heads {
+            assert!(
+                head.contains("authorization: bot mtiz.probe.token"),
+                "{head}"
+            );
+            assert!(head.contains("user-agent: discordbot"), "{head}");
+        }
+    }
+
+    #[tokio::test]
+    async fn probe_stops_at_a_redirect_and_names_refused_connections() {
+        let (address, _) = stub_server("301 Moved Permanently", "").await;
+        let probe = DiscordProbe::new(&address, "t", Duration::from_secs(5)).unwrap();
+        assert!(matches!(
+            probe.attempt().await,
+            Attempt::Fatal(ConnectError::Refused { status: 301, .. })
+        ));
+
+        // A port that was free a moment ago has no listener.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_base = format!("http://{}", free.local_addr().unwrap());
+        drop(free);
+        let closed = DiscordProbe::new(&closed_base, "t", Duration::from_secs(5)).unwrap();
+        match closed.attempt().await {
+            Attempt::Unreachable(text) => {
+                assert!(text.starts_with("connection failed: "), "{text}");
+                assert!(!text.contains("/api/v10"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn token_unfit_for_a_header_is_fatal() {
+        assert!(matches!(
+            DiscordProbe::new("", "bad\ntoken", Duration::from_secs(5)),
+            Err(ConnectError::Client(_))
+        ));
+    }
+
     #[test]
     fn answers_are_sorted() {
         let classify = |status: u16, header: Option<u64>, body: serde_json::Value| {
@@ -309,10 +448,15 @@ mod tests {
             classify(429, Some(86_400), serde_json::json!({})),
             Attempt::RateLimited(LONGEST_RETRY_AFTER)
         );
-        assert!(matches!(
-            classify(502, None, serde_json::json!({})),
-            Attempt::Unreachable(_)
-        ));
+        for transient in [408, 425, 502] {
+            assert!(
+                matches!(
+                    classify(transient, None, serde_json::json!({})),
+                    Attempt::Unreachable(_)
+                ),
+                "{transient}"
+            );
+        }
         let refused = ConnectError::Refused {
             base: "http://127.0.0.1:1".to_owned(),
             path: "/api/v10/users/@me",
