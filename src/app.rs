@@ -71,115 +71,113 @@ pub async fn run(config_file: &ConfigFile) -> anyhow::Result<()> {
             }
         })
     });
-    let probe = discord::connect::DiscordProbe::new(
-        &config.discord.rest_base_url,
-        secrets.discord_token.as_str(),
-        Duration::from_millis(config.discord.request_timeout_ms),
-    )?;
-    let reached = discord::connect::reach_discord(&probe, &shutdown).await;
-    let gateway_url = match reached {
-        Ok(Some(url)) => url,
-        Ok(None) | Err(_) => {
-            shutdown.cancel();
-            signal_task.abort();
-            if let Some(task) = health_task {
-                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    // Every way out below goes through the one cleanup after this block.
+    let mut alert_tasks = Vec::new();
+    let outcome: anyhow::Result<bool> = async {
+        let probe = discord::connect::DiscordProbe::new(
+            &config.discord.rest_base_url,
+            secrets.discord_token.as_str(),
+            Duration::from_millis(config.discord.request_timeout_ms),
+        )?;
+        let gateway_url = match discord::connect::reach_discord(&probe, &shutdown).await {
+            Ok(Some(url)) => url,
+            Ok(None) => return Ok(false),
+            Err(error) => {
+                tracing::error!(%error, "cannot use Discord");
+                return Err(error.into());
             }
-            db.close().await;
-            return match reached {
-                Err(error) => {
-                    tracing::error!(%error, "cannot use Discord");
-                    Err(error.into())
-                }
-                _ => {
-                    tracing::info!("trackly-bot stopped before connecting to Discord");
-                    Ok(())
-                }
-            };
-        }
-    };
+        };
 
-    let framework = {
-        let config = Arc::clone(&config);
-        let state = Arc::clone(&state);
-        let alerts = Arc::clone(&alerts);
-        discord::framework(Arc::clone(&config), move |ctx, ready| {
-            state.set_gateway_connected(true);
-            Data {
-                guild: GuildAccess::new(
-                    Arc::clone(&ctx.http),
-                    ready.user.id.get(),
-                    config.guild.clone(),
-                ),
-                config,
-                links,
-                state,
-                alerts,
-                tickets,
+        let framework = {
+            let config = Arc::clone(&config);
+            let state = Arc::clone(&state);
+            let alerts = Arc::clone(&alerts);
+            discord::framework(Arc::clone(&config), move |ctx, ready| {
+                state.set_gateway_connected(true);
+                Data {
+                    guild: GuildAccess::new(
+                        Arc::clone(&ctx.http),
+                        ready.user.id.get(),
+                        config.guild.clone(),
+                    ),
+                    config,
+                    links,
+                    state,
+                    alerts,
+                    tickets,
+                }
+            })
+        };
+        // GUILDS is the only intent needed: commands arrive as interactions.
+        let intents = serenity::GatewayIntents::GUILDS;
+        let mut client = serenity::ClientBuilder::new_with_http(http, intents)
+            .framework(framework)
+            .await
+            .context("cannot build the Discord client")?;
+        state.set_shard_manager(Arc::clone(&client.shard_manager));
+        *client.ws_url.lock().await = gateway_url;
+        if shutdown.is_cancelled() {
+            return Ok(false);
+        }
+
+        alert_tasks = start_alerts(
+            &config,
+            &alerts,
+            poller_links,
+            Arc::clone(&client.http),
+            &shutdown,
+        )?;
+        let disconnect_task = {
+            let (manager, shutdown) = (Arc::clone(&client.shard_manager), shutdown.clone());
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tracing::info!("disconnecting from Discord");
+                manager.shutdown_all().await;
+            })
+        };
+
+        // shutdown_all returns at once when no shard is running, as while serenity waits to
+        // reconnect, and then client.start() would never return: give it a bounded time.
+        let result = tokio::select! {
+            result = client.start() => result,
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(DISCONNECT_GRACE).await;
+            } => {
+                tracing::warn!(
+                    grace_ms = DISCONNECT_GRACE.as_millis() as u64,
+                    "the Discord connection did not close in time after shutdown; stopping without it"
+                );
+                Ok(())
             }
-        })
-    };
-    // GUILDS is the only intent needed: commands arrive as interactions.
-    let intents = serenity::GatewayIntents::GUILDS;
-    let mut client = serenity::ClientBuilder::new_with_http(http, intents)
-        .framework(framework)
-        .await
-        .context("cannot build the Discord client")?;
-    state.set_shard_manager(Arc::clone(&client.shard_manager));
-    *client.ws_url.lock().await = gateway_url;
-
-    let alert_tasks = start_alerts(
-        &config,
-        &alerts,
-        poller_links,
-        Arc::clone(&client.http),
-        &shutdown,
-    )?;
-    let disconnect_task = {
-        let (manager, shutdown) = (Arc::clone(&client.shard_manager), shutdown.clone());
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            tracing::info!("disconnecting from Discord");
-            manager.shutdown_all().await;
-        })
-    };
-
-    // shutdown_all returns at once when no shard is running, as while serenity waits to
-    // reconnect, and then client.start() would never return: give it a bounded time.
-    let result = tokio::select! {
-        result = client.start() => result,
-        () = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(DISCONNECT_GRACE).await;
-        } => {
-            tracing::warn!(
-                grace_ms = DISCONNECT_GRACE.as_millis() as u64,
-                "the Discord connection did not close in time after shutdown; stopping without it"
-            );
-            Ok(())
+        };
+        disconnect_task.abort();
+        match result {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                tracing::error!(%error, "Discord client stopped with an error");
+                Err(match discord::connect::fatal_gateway_error(&error) {
+                    Some(problem) => problem.into(),
+                    None => anyhow::Error::new(error).context("the Discord client failed"),
+                })
+            }
         }
-    };
+    }
+    .await;
+
     shutdown.cancel();
     signal_task.abort();
-    disconnect_task.abort();
     if let Some(task) = health_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     stop_alerts(alert_tasks, &db, config.alerts.shutdown_grace_ms).await;
     db.close().await;
-    match result {
-        Ok(()) => {
-            tracing::info!("trackly-bot stopped");
-            Ok(())
-        }
-        Err(error) => {
-            tracing::error!(%error, "Discord client stopped with an error");
-            match discord::connect::fatal_gateway_error(&error) {
-                Some(problem) => Err(problem.into()),
-                None => Err(anyhow::Error::new(error).context("the Discord client failed")),
-            }
-        }
+    match outcome {
+        Ok(true) => tracing::info!("trackly-bot stopped"),
+        Ok(false) => tracing::info!("trackly-bot stopped before connecting to Discord"),
+        Err(_) => {}
     }
+    outcome.map(|_| ())
 }
 
 /// How long the Discord connection may take to close after shutdown was requested.
