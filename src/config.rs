@@ -628,6 +628,12 @@ fn check_url(
     let url = reqwest::Url::parse(value).map_err(|error| {
         format!("{setting} {value:?} is not a valid URL ({error}); use e.g. {example}")
     })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{setting} contains a user name or password, which would be logged and sent with \
+             every request; remove it (the proxy or server must not need it in the URL)"
+        ));
+    }
     match url.scheme() {
         "https" => Ok(url),
         "http" if any_http || is_loopback_host(&url) => Ok(url),
@@ -1299,6 +1305,18 @@ mod tests {
         config.trackly.base_url = "ftp://127.0.0.1/api".to_owned();
         let problems = config.validate();
         assert!(problems[0].0.contains("scheme ftp"), "{problems:?}");
+
+        let mut config = Config::default();
+        config.discord.rest_base_url = "http://user:s3cret@proxy.internal:8080".to_owned();
+        config.trackly.base_url = "https://user@app.tracklysms.com/api/v2".to_owned();
+        let problems = config.validate();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.0.contains("user name or password") && !p.0.contains("s3cret")),
+            "{problems:?}"
+        );
     }
 
     #[test]

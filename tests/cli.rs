@@ -286,3 +286,24 @@ fn check_config_reads_no_parent_config() {
     assert!(text.contains("no config file at config.toml"), "{text}");
     assert!(text.contains("guild:           not set\n"), "{text}");
 }
+
+#[test]
+fn plain_http_discord_proxy_passes_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("DISCORD_TOKEN", TOKEN),
+        ("TRACKLY_BOT_ENCRYPTION_KEY", KEY),
+        (
+            "TRACKLY_BOT_DISCORD__REST_BASE_URL",
+            "http://discord-proxy.internal:8080",
+        ),
+    ];
+    let output = run(dir.path(), &["check-config"], &env);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains("warning: discord.rest_base_url sends the bot token over plain http"),
+        "{text}"
+    );
+    assert!(!text.contains(TOKEN), "{text}");
+}

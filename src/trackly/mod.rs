@@ -340,9 +340,10 @@ fn classify_error(status: StatusCode, body: &[u8], retry_after: Option<Duration>
             } else if text.to_ascii_lowercase().contains("suspend")
                 || (code.is_none() && parsed.as_ref().is_some_and(|b| b.error.is_some()))
             {
-                // Trackly's suspension 403 has an `error` text and no code. A 403 without
-                // either, as a gateway or firewall in front of Trackly may send, is not taken
-                // for a suspension, which would pause the account's alerts.
+                // Trackly's suspension 403 has an `error` text and no code. A 403 without an
+                // `error` field, such as `{}` or `{"message": ...}` from a gateway in front of
+                // Trackly, is not taken for a suspension, which would pause the account's
+                // alerts.
                 TracklyError::Suspended
             } else {
                 TracklyError::Forbidden { message: text }
