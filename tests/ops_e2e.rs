@@ -262,7 +262,11 @@ async fn sigterm_stops_the_wait_for_discord() {
     let started = Instant::now();
     let status = harness.terminate_bot().await;
     assert!(status.success(), "{status}\n{}", harness.tail_logs());
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "stopping took {:?}",
+        started.elapsed()
+    );
     let logs = harness.logs();
     assert!(
         logs.contains("stopped before connecting to Discord"),

@@ -90,10 +90,12 @@ impl DigestPlanner {
     }
 
     /// Returns the end of `target`'s window when that window has ended at `now` and overflowed,
-    /// so that it may still owe a digest of the alerts it held.
+    /// so that it may still owe a digest of the alerts it held. The end is in whole
+    /// milliseconds, as the database stores times.
     pub fn owed_digest_end(&self, target: Target, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let window = self.windows.get(&target)?;
         let end = window.start + self.window;
+        let end = DateTime::from_timestamp_millis(end.timestamp_millis()).unwrap_or(end);
         (window.overflowed && now >= end).then_some(end)
     }
 
@@ -139,11 +141,14 @@ impl DigestPlanner {
 
         if let Some(end) = self.owed_digest_end(target, now) {
             // The digest carries what arrived before the window ended, so that a retry, also
-            // after a restart, carries the same deliveries. Later alerts wait for it.
+            // after a restart, carries the same deliveries. Later alerts wait for it, for one
+            // window length at most: after that they join it, so that a digest that keeps
+            // failing does not hold them back on its own.
+            let join_all = now >= end + self.window;
             let (members, newcomers): (Vec<&DueItem>, Vec<&DueItem>) = items
                 .iter()
                 .filter(|item| !item.critical)
-                .partition(|item| item.created_at < end);
+                .partition(|item| join_all || item.created_at < end);
             plan.batches.extend(match members.as_slice() {
                 [] => None,
                 [only] => Some(Batch::Single(only.id)),
@@ -351,13 +356,39 @@ mod tests {
         assert!(plan.batches.is_empty());
         assert!(!plan.ends_window);
         assert_eq!(plan.held, vec![9]);
-        assert_eq!(planner.owed_digest_end(TARGET, now), Some(end));
+        assert_eq!(
+            planner.owed_digest_end(TARGET, now),
+            DateTime::from_timestamp_millis(end.timestamp_millis())
+        );
 
         // Once the digest is done, the late alert opens a new window.
         planner.end_window(TARGET, now);
         assert_eq!(planner.owed_digest_end(TARGET, now), None);
         let plan = sent_plan(&mut planner, TARGET, &[late], now + Duration::seconds(6));
         assert_eq!(plan.batches, vec![Batch::Single(9)]);
+    }
+
+    #[test]
+    fn late_alerts_join_a_digest_owed_for_a_whole_window() {
+        let mut planner = DigestPlanner::new(2, 60);
+        let start = Utc::now();
+        let end = start + Duration::seconds(60);
+        sent_plan(&mut planner, TARGET, &items(0..6, false), start);
+        let late = DueItem {
+            id: 9,
+            critical: false,
+            created_at: end + Duration::seconds(1),
+        };
+        let waiting = planner.plan(TARGET, &[late], end + Duration::seconds(59));
+        assert_eq!(waiting.held, vec![9]);
+
+        let later = end + Duration::seconds(61);
+        let mut due = items(2..6, false);
+        due.push(late);
+        let plan = planner.plan(TARGET, &due, later);
+        assert_eq!(plan.batches, vec![Batch::Digest(vec![2, 3, 4, 5, 9])]);
+        assert!(plan.held.is_empty());
+        assert!(plan.ends_window);
     }
 
     #[test]

