@@ -40,6 +40,9 @@ pub struct WindowState {
     pub sent: u32,
     /// Whether the window held alerts, which then go out as one digest when it ends.
     pub overflowed: bool,
+    /// The highest delivery id in the window's digest, set when the digest is first planned:
+    /// its retries carry the same deliveries, and so the same nonce.
+    pub digest_last_id: Option<i64>,
 }
 
 /// The digest windows of all recipients. The planner does no I/O: the dispatcher stores each
@@ -140,15 +143,32 @@ impl DigestPlanner {
         }
 
         if let Some(end) = self.owed_digest_end(target, now) {
-            // The digest carries what arrived before the window ended, so that a retry, also
-            // after a restart, carries the same deliveries. Later alerts wait for it, for one
-            // window length at most: after that they join it, so that a digest that keeps
-            // failing does not hold them back on its own.
+            // The digest carries what arrived before the window ended, fixed by the highest
+            // delivery id when it is first planned, so that a retry, also after a restart,
+            // carries the same deliveries. Later alerts wait for it, for one window length at
+            // most: after that they join it, so that a digest that keeps failing does not hold
+            // them back on its own.
             let join_all = now >= end + self.window;
+            let last_id = self
+                .windows
+                .get(&target)
+                .and_then(|window| window.digest_last_id)
+                .filter(|_| !join_all);
             let (members, newcomers): (Vec<&DueItem>, Vec<&DueItem>) = items
                 .iter()
                 .filter(|item| !item.critical)
-                .partition(|item| join_all || item.created_at < end);
+                .partition(|item| match last_id {
+                    Some(last_id) => item.id <= last_id,
+                    None => join_all || item.created_at < end,
+                });
+            if last_id.is_none() {
+                if let (Some(window), Some(last)) = (
+                    self.windows.get_mut(&target),
+                    members.iter().map(|item| item.id).max(),
+                ) {
+                    window.digest_last_id = Some(last);
+                }
+            }
             plan.batches.extend(match members.as_slice() {
                 [] => None,
                 [only] => Some(Batch::Single(only.id)),
@@ -171,6 +191,7 @@ impl DigestPlanner {
             start: now,
             sent: 0,
             overflowed: false,
+            digest_last_id: None,
         });
         // Only singles that Discord confirmed count (see `single_sent`), so a single that
         // failed and comes due again is planned again within the same allowance.
@@ -297,16 +318,19 @@ mod tests {
         let ended = planner.window(TARGET);
         assert!(ended.is_some_and(|window| window.overflowed));
 
-        // The digest failed; its retry comes due a few seconds later, with one more alert.
+        // The digest failed; its retry comes due a few seconds later. Alert 6 was created
+        // before the window ended but stored after the digest was planned: the retry keeps the
+        // digest's members, and so its nonce, and 6 waits.
         let retry = sent_plan(
             &mut planner,
             TARGET,
             &items(2..7, false),
             end + Duration::seconds(5),
         );
-        assert_eq!(retry.batches, vec![Batch::Digest(vec![2, 3, 4, 5, 6])]);
-        assert!(retry.held.is_empty());
+        assert_eq!(retry.batches, vec![Batch::Digest(vec![2, 3, 4, 5])]);
+        assert_eq!(retry.held, vec![6]);
         assert_eq!(planner.window(TARGET), ended);
+        assert_eq!(ended.and_then(|window| window.digest_last_id), Some(5));
 
         // Once it went out, the next alert opens a new window.
         planner.end_window(TARGET, end + Duration::seconds(5));
@@ -424,6 +448,7 @@ mod tests {
             start,
             sent: 3,
             overflowed: false,
+            digest_last_id: None,
         };
         assert_eq!(planner.window(TARGET), Some(partial));
 
@@ -437,6 +462,7 @@ mod tests {
             start,
             sent: 5,
             overflowed: true,
+            digest_last_id: None,
         };
         assert_eq!(planner.window(TARGET), Some(full));
         assert_eq!(planner.window(Target::Dm { user_id: 2 }), None);
@@ -478,6 +504,7 @@ mod tests {
                 start,
                 sent: 5,
                 overflowed: false,
+                digest_last_id: None,
             },
         );
         let mut due = items(0..3, false);
@@ -496,6 +523,7 @@ mod tests {
                 start,
                 sent: 5,
                 overflowed: true,
+                digest_last_id: None,
             })
         );
     }
@@ -510,6 +538,7 @@ mod tests {
                 start,
                 sent: 3,
                 overflowed: false,
+                digest_last_id: None,
             },
         );
         let plan = sent_plan(
@@ -561,6 +590,7 @@ mod tests {
             start: start - Duration::seconds(30),
             sent: 2,
             overflowed: true,
+            digest_last_id: None,
         };
         planner.restore(TARGET, stored);
         assert_eq!(planner.window(TARGET), Some(stored));

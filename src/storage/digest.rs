@@ -32,7 +32,8 @@ impl Db {
         length: Duration,
     ) -> Result<Vec<(Target, WindowState)>, sqlx::Error> {
         let sql = format!(
-            "SELECT w.target_kind, w.target_id, w.started_at_ms, w.sent_count, w.overflowed
+            "SELECT w.target_kind, w.target_id, w.started_at_ms, w.sent_count, w.overflowed,
+                 w.digest_last_id
              FROM digest_windows w WHERE {WINDOW_IN_USE}
              ORDER BY w.target_kind, w.target_id"
         );
@@ -54,6 +55,7 @@ impl Db {
                     start: from_millis(row.try_get("started_at_ms")?),
                     sent: u32::try_from(sent).unwrap_or(u32::MAX),
                     overflowed: row.try_get::<i64, _>("overflowed")? != 0,
+                    digest_last_id: row.try_get("digest_last_id")?,
                 };
                 Ok((target, state))
             })
@@ -69,17 +71,18 @@ impl Db {
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO digest_windows (target_kind, target_id, started_at_ms, sent_count,
-                 overflowed)
-             VALUES (?, ?, ?, ?, ?)
+                 overflowed, digest_last_id)
+             VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT (target_kind, target_id) DO UPDATE SET
                  started_at_ms = excluded.started_at_ms, sent_count = excluded.sent_count,
-                 overflowed = excluded.overflowed",
+                 overflowed = excluded.overflowed, digest_last_id = excluded.digest_last_id",
         )
         .bind(target.kind())
         .bind(snowflake_to_db(target.id()))
         .bind(to_millis(state.start))
         .bind(i64::from(state.sent))
         .bind(i64::from(state.overflowed))
+        .bind(state.digest_last_id)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -160,11 +163,13 @@ mod tests {
             start: now,
             sent: 5,
             overflowed: true,
+            digest_last_id: None,
         };
         let channel = WindowState {
             start: now - Duration::seconds(10),
             sent: 2,
             overflowed: false,
+            digest_last_id: None,
         };
         db.save_digest_window(ALICE, alice).await.unwrap();
         db.save_digest_window(CHANNEL, channel).await.unwrap();
@@ -192,11 +197,13 @@ mod tests {
             start: now,
             sent: 1,
             overflowed: false,
+            digest_last_id: None,
         };
         db.save_digest_window(ALICE, first).await.unwrap();
         let second = WindowState {
             sent: 3,
             overflowed: true,
+            digest_last_id: Some(42),
             ..first
         };
         db.save_digest_window(ALICE, second).await.unwrap();
@@ -213,6 +220,7 @@ mod tests {
             start: now,
             sent: 1,
             overflowed: false,
+            digest_last_id: None,
         };
         db.save_digest_window(ALICE, state).await.unwrap();
         db.save_digest_window(BOB, state).await.unwrap();
@@ -235,16 +243,19 @@ mod tests {
             start: now - Duration::seconds(59),
             sent: 5,
             overflowed: true,
+            digest_last_id: None,
         };
         let quiet_ended = WindowState {
             start: ended,
             sent: 2,
             overflowed: false,
+            digest_last_id: None,
         };
         let owed = WindowState {
             start: ended,
             sent: 5,
             overflowed: true,
+            digest_last_id: None,
         };
         let channel_without_pending = owed;
         db.save_digest_window(BOB, open).await.unwrap();
@@ -286,6 +297,7 @@ mod tests {
             start,
             sent: 1,
             overflowed: false,
+            digest_last_id: None,
         };
         db.save_digest_window(ALICE, state).await.unwrap();
         let just_before = start + length() - Duration::milliseconds(1);
@@ -312,6 +324,7 @@ mod tests {
             start: now,
             sent: 1,
             overflowed: false,
+            digest_last_id: None,
         };
         db.save_digest_window(ALICE, state).await.unwrap();
         let length = Duration::MAX;
