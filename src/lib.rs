@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod app;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod crypto;

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use super::digest::{Batch, DigestPlanner, DueItem, Plan, WindowState};
@@ -678,11 +677,12 @@ fn deliveries_owned(deliveries: &[&DueDelivery]) -> Vec<DueDelivery> {
 
 /// Returns the wait before retry number `attempts + 1`: exponential with up to 20% jitter.
 pub fn backoff(attempts: u32) -> Duration {
-    let base = BACKOFF_BASE
-        .saturating_mul(2u32.saturating_pow(attempts.min(16)))
-        .min(BACKOFF_MAX);
-    let jitter = rand::thread_rng().gen_range(0.0..0.2);
-    base + base.mul_f64(jitter)
+    crate::backoff::exponential(
+        BACKOFF_BASE,
+        BACKOFF_MAX,
+        attempts,
+        crate::backoff::random_jitter(),
+    )
 }
 
 #[cfg(test)]

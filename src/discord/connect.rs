@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use poise::serenity_prelude as serenity;
-use rand::Rng;
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
+
+use crate::backoff;
 
 /// Wait before the first retry; it doubles up to [`LONGEST_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -239,7 +240,10 @@ pub async fn reach_discord(
             Attempt::Fatal(error) => return Err(error),
             Attempt::RateLimited(retry_after) => {
                 failures += 1;
-                let wait = retry_after + jitter(retry_after.min(FIRST_RETRY));
+                let wait = retry_after
+                    + retry_after
+                        .min(FIRST_RETRY)
+                        .mul_f64(backoff::random_jitter());
                 tracing::warn!(
                     rest_base = probe.base(),
                     attempt = failures,
@@ -250,7 +254,7 @@ pub async fn reach_discord(
             }
             Attempt::Unreachable(error) => {
                 failures += 1;
-                let wait = retry_delay(failures, rand::thread_rng().gen_range(0.0..0.2));
+                let wait = retry_delay(failures, backoff::random_jitter());
                 tracing::error!(
                     rest_base = probe.base(),
                     attempt = failures,
@@ -268,18 +272,15 @@ pub async fn reach_discord(
     }
 }
 
-/// Returns up to a fifth of `span`, at random.
-fn jitter(span: Duration) -> Duration {
-    span.mul_f64(rand::thread_rng().gen_range(0.0..0.2))
-}
-
 /// Returns the wait after `failures` failed attempts (at least 1), with `jitter` (0 to 1)
 /// added as a share of the wait.
 fn retry_delay(failures: u32, jitter: f64) -> Duration {
-    let base = FIRST_RETRY
-        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
-        .min(LONGEST_RETRY);
-    base + base.mul_f64(jitter.clamp(0.0, 1.0))
+    backoff::exponential(
+        FIRST_RETRY,
+        LONGEST_RETRY,
+        failures.saturating_sub(1),
+        jitter,
+    )
 }
 
 /// Returns the setup problem behind a gateway error that no retry can fix.
