@@ -14,19 +14,6 @@ const ALICE: u64 = 100_000_000_000_000_001;
 const CAROL: u64 = 100_000_000_000_000_003;
 const ACME: &str = "acc_8f2k1q";
 
-async fn wait_for(harness: &Harness, what: &str, check: impl AsyncFn() -> bool) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}\n--- requests ---\n{}\n--- bot log ---\n{}",
-            harness.discord.request_log(),
-            harness.tail_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_served() {
     let harness = Harness::start_with(Options {
@@ -99,18 +86,23 @@ async fn ctrl_c_lets_an_alert_in_flight_finish() {
     let cursor_sql = format!(
         "SELECT COUNT(*) FROM alert_cursors WHERE account_id = '{ACME}' AND cursor IS NOT NULL"
     );
-    wait_for(&harness, "the feed cursor", async || {
-        query_i64(&db, &cursor_sql).await > 0
-    })
-    .await;
+    harness
+        .wait_for_db(
+            "the poller never stored the feed cursor",
+            &cursor_sql,
+            |n| n > 0,
+        )
+        .await;
 
     let dm_path = format!(
         "/api/v10/channels/{}/messages",
         harness.discord.dm_channel_id(ALICE)
     );
-    harness
-        .discord
-        .hold_replies(HeldReply::new("POST", dm_path, Duration::from_millis(1500)));
+    harness.discord.hold_replies(HeldReply::new(
+        "POST",
+        dm_path.clone(),
+        Duration::from_millis(1500),
+    ));
     harness
         .sim
         .append_events(
@@ -119,10 +111,14 @@ async fn ctrl_c_lets_an_alert_in_flight_finish() {
                         "data": {"reason": "card declined"}})],
         )
         .unwrap();
-    wait_for(&harness, "the DM in flight", async || {
-        harness.discord.dm_messages_to(ALICE).len() == 1
-    })
-    .await;
+    harness
+        .discord
+        .wait_for_request(Duration::from_secs(20), |request| {
+            request.method == "POST" && request.path == dm_path
+        })
+        .await
+        .expect("the DM is in flight");
+    assert_eq!(harness.discord.dm_messages_to(ALICE).len(), 1);
 
     let status = harness.signal_bot("INT").await;
     assert!(
