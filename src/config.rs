@@ -230,7 +230,7 @@ pub struct SupportChannels {
     pub staff_role_id: u64,
 }
 
-/// The longest digest window: a storm held longer than a day would hide alerts for too long.
+/// Maximum digest window, because a storm held longer than a day would hide alerts for too long.
 const MAX_DIGEST_WINDOW_SECS: u64 = 86_400;
 
 /// Highest allowed `support.number_start`, so numbers stay far below SQLite's INTEGER maximum.

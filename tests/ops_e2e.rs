@@ -243,6 +243,7 @@ async fn sigterm_stops_the_wait_for_discord() {
     )
     .await;
     harness.wait_for_log("cannot reach Discord").await;
+
     // Probes reach the health server while the bot waits for Discord.
     harness.wait_for_log("health server listening").await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -255,6 +256,7 @@ async fn sigterm_stops_the_wait_for_discord() {
         .await
         .unwrap();
     assert_eq!(health["gateway"], "disconnected", "{health}");
+
     let started = Instant::now();
     let status = harness.terminate_bot().await;
     assert!(status.success(), "{status}\n{}", harness.tail_logs());
@@ -306,7 +308,7 @@ async fn sigterm_stops_during_a_gateway_outage() {
     harness.finish().await;
 }
 
-/// The number of interaction callbacks the bot has made so far.
+/// Returns the number of interaction callbacks the bot has made so far.
 fn callbacks(harness: &Harness) -> usize {
     harness
         .discord

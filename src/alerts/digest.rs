@@ -393,7 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn late_alerts_join_a_digest_owed_for_a_whole_window() {
+    fn late_alerts_join_overdue_digest() {
         let mut planner = DigestPlanner::new(2, 60);
         let start = Utc::now();
         let end = start + Duration::seconds(60);

@@ -264,7 +264,7 @@ impl<S: AlertSender> Dispatcher<S> {
             let window_before = self.planner.window(target);
             let plan = self.planner.plan(target, &items, now);
             // The window is stored before the held deliveries are delayed, so that a crash in
-            // between leaves them due and the restored window holds them again.
+            // between leaves them due and the restored window delays them again.
             self.store_window(target, window_before).await;
             if let Some(until) = plan.hold_until {
                 self.db.hold_deliveries(&plan.held, until).await?;
@@ -642,7 +642,7 @@ impl<S: AlertSender> Dispatcher<S> {
     }
 }
 
-/// What became of one batch of deliveries.
+/// Outcome of sending one batch of deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BatchOutcome {
     /// Discord confirmed the message.

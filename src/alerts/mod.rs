@@ -4,8 +4,8 @@
 //! The delivery guarantee: a fetched page, its deliveries and the cursor advance are committed
 //! in one transaction, and a delivery becomes `sent` only after Discord confirmed the message.
 //! A crash between the two sends the message again on restart. Each message carries a nonce with
-//! `enforce_nonce`: for a few minutes Discord answers a repeat of the nonce with the first
-//! message instead of creating another, so a restart within that time sends nothing twice.
+//! `enforce_nonce`. For a few minutes Discord returns the first message for a repeated nonce
+//! instead of creating another, so a restart within that time sends nothing twice.
 //!
 //! The digest windows are stored as well, so after a restart each recipient continues its
 //! window, and alerts held for a digest go out as that one digest.

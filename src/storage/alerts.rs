@@ -436,9 +436,9 @@ impl Db {
     /// stored for the account adds nothing.
     ///
     /// `read_from` is the cursor the page was fetched after. The page is stored only while the
-    /// account still has an active or suspended link and its cursor is still `read_from`;
-    /// otherwise nothing changes and the result is marked superseded. This keeps a poll that
-    /// overlapped the removal of the account's last link from writing the old cursor back.
+    /// account still has an active or suspended link and its cursor is still `read_from`.
+    /// Otherwise nothing changes and the result is marked superseded, so that a poll that
+    /// overlapped the removal of the account's last link cannot write the old cursor back.
     pub async fn store_fetched_page(
         &self,
         account: &PollAccount,

@@ -94,7 +94,7 @@ pub struct Gateway {
     /// Number of READY dispatches sent so far.
     pub readies: u64,
     pub url: String,
-    /// While true, websocket upgrades are answered with 503, as during a gateway outage.
+    /// While true, websocket upgrades get a 503 response, as during a gateway outage.
     pub refusing: bool,
 }
 

@@ -361,7 +361,7 @@ pub struct HeldReply {
     /// Path pattern as in [`ScriptedError::path`].
     pub path: String,
     pub hold: std::time::Duration,
-    /// Number of matching requests whose reply is held. `None` holds every match until
+    /// Number of matching requests whose reply is delayed. `None` applies to every match until
     /// [`crate::FakeDiscord::clear_held_replies`].
     pub times: Option<u32>,
 }

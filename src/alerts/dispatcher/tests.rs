@@ -639,8 +639,8 @@ fn hour_window_dispatcher(
     )
 }
 
-/// Moves the stored windows and the alerts an hour and a second back and makes every pending
-/// alert due, as if the windows had ended; a dispatcher made afterwards restores them so.
+/// Moves the stored windows and the alerts an hour and a second back, and makes every pending
+/// alert due, as if the windows had ended. A dispatcher made afterwards restores them ended.
 async fn end_stored_windows(db: &Db) {
     for sql in [
         "UPDATE digest_windows SET started_at_ms = started_at_ms - 3601000",
@@ -672,7 +672,7 @@ async fn restart_in_window_sends_one_digest() {
     assert_eq!(stored_window_count(&db).await, 1);
     drop(before_restart);
 
-    // The restarted dispatcher holds what arrives during the window, as the old one would.
+    // The restarted dispatcher delays what arrives during the window, as the old one would.
     let mut after_restart = hour_window_dispatcher(&db, &sender, 2);
     store_storm(&db, "late", 2).await;
     let during = after_restart.round(&shutdown).await.unwrap();
