@@ -67,6 +67,7 @@ async fn sigterm_stops_cleanly() {
         "{}",
         harness.tail_logs()
     );
+    harness.finish().await;
 }
 
 /// Ctrl-C while an alert is being sent: the send finishes within the grace time and is recorded
@@ -150,6 +151,7 @@ async fn ctrl_c_lets_an_alert_in_flight_finish() {
         harness.tail_logs()
     );
     assert_eq!(harness.discord.dm_messages_to(ALICE).len(), 1);
+    harness.finish().await;
 }
 
 fn unready() -> Options {
